@@ -1,0 +1,212 @@
+"""The one rotation module of the suite: every protocol rotates and flips images through here.
+
+Conventions (one for the whole suite):
+- Images are tensors ``(..., H, W)``; the rotation centre is the image centre ``((W-1)/2, (H-1)/2)`` with pixel
+  centres at integer coordinates. Odd sizes therefore rotate about a pixel centre.
+- A positive angle rotates counter-clockwise as the image is displayed (row 0 on top), the same direction as
+  ``torch.rot90(x, 1, dims=(-2, -1))``.
+- A group element is ``(angle_deg, reflect)`` and acts as ``g.x = R_angle(F(x))``, where ``F`` is the horizontal
+  flip (mirror left-right, ``torch.flip(x, (-1,))``). A vertical flip is ``(180, True)``.
+- Multiples of 90 degrees and flips are exact index permutations. Other angles are split into an exact rot90
+  part and a residual in (-45, 45] that is interpolated, so interpolation error never exceeds that of 45 deg.
+- Interpolated samples that fall outside the image read zeros ("corners filled with 0").
+
+Methods: ``nearest``, ``bilinear``, ``bicubic`` (torch ``grid_sample``, cubic A=-0.75) and ``fourier``
+(three-shear rotation with FFT sub-pixel shifts on a 2x zero-padded canvas, exact for band-limited images up
+to the finite canvas).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from bench.errors import UsageError
+
+METHODS = ("nearest", "bilinear", "bicubic", "fourier")
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise UsageError(f"unknown rotation method {method!r}; valid: {', '.join(METHODS)}")
+    return method
+
+
+def split_angle(angle_deg: float) -> tuple[int, float]:
+    """angle = 90*k + r with k in 0..3 and r in (-45, 45]; r is snapped to 0 when it is a rounding residue."""
+    k = math.floor((angle_deg + 45.0) / 90.0)
+    r = angle_deg - 90.0 * k
+    if r <= -45.0:
+        k, r = k - 1, r + 90.0
+    if abs(r) < 1e-9:
+        r = 0.0
+    return k % 4, r
+
+
+def is_grid_angle(angle_deg: float) -> bool:
+    """True when the angle is a multiple of 90 degrees (an exact pixel permutation)."""
+    return split_angle(angle_deg)[1] == 0.0
+
+
+def rotate(x: torch.Tensor, angle_deg: float, method: str = "bicubic", reflect: bool = False) -> torch.Tensor:
+    """Apply the group element (angle_deg, reflect) to images x of shape (..., H, W)."""
+    check_method(method)
+    if reflect:
+        x = torch.flip(x, dims=(-1,))
+    k, r = split_angle(float(angle_deg))
+    if k:
+        x = torch.rot90(x, k, dims=(-2, -1))
+    if r == 0.0:
+        return x
+    if x.shape[-1] != x.shape[-2] and k % 2:
+        raise ValueError("non-square images can only be rotated by multiples of 180 degrees exactly")
+    return rotate_interpolated(x, torch.tensor(math.radians(r), dtype=x.dtype, device=x.device), method)
+
+
+def rotate_many(x: torch.Tensor, angles_deg: Sequence[float], method: str = "bicubic",
+                reflect: bool = False) -> torch.Tensor:
+    """Rotate x (N, C, H, W) by every angle: returns (A, N, C, H, W).
+
+    All interpolated angles go through one batched grid_sample call (the protocols' hot path)."""
+    check_method(method)
+    base = torch.flip(x, dims=(-1,)) if reflect else x
+    out = torch.empty((len(angles_deg), *x.shape), dtype=x.dtype, device=x.device)
+    pending: list[tuple[int, int, float]] = []
+    for i, a in enumerate(angles_deg):
+        k, r = split_angle(float(a))
+        if r == 0.0:
+            out[i] = torch.rot90(base, k, dims=(-2, -1)) if k else base
+        else:
+            pending.append((i, k, r))
+    if pending:
+        stacked = torch.stack([torch.rot90(base, k, dims=(-2, -1)) if k else base for _, k, _ in pending])
+        thetas = torch.tensor([math.radians(r) for _, _, r in pending], dtype=x.dtype, device=x.device)
+        rotated = rotate_interpolated(stacked, thetas, method)
+        for j, (i, _, _) in enumerate(pending):
+            out[i] = rotated[j]
+    return out
+
+
+def rotate_interpolated(x: torch.Tensor, theta: torch.Tensor, method: str) -> torch.Tensor:
+    """Interpolated rotation by theta radians (scalar, or one angle per leading index of x).
+
+    Differentiable in theta (used for the Lie derivative). No exact fast path here on purpose.
+    """
+    check_method(method)
+    if method == "fourier":
+        return _rotate_fourier(x, theta)
+    return _rotate_grid(x, theta, method)
+
+
+def _rotate_grid(x: torch.Tensor, theta: torch.Tensor, method: str) -> torch.Tensor:
+    """grid_sample rotation about the image centre, align_corners=True so -1/+1 are the border pixel centres."""
+    h, w = x.shape[-2:]
+    lead = x.shape[:-2]
+    theta = theta.reshape(-1)
+    n = theta.numel()
+    if n != 1 and (not lead or lead[0] != n):
+        raise ValueError(f"got {n} angles for a batch with leading shape {tuple(lead)}")
+    imgs = x.reshape(n, -1, h, w) if n > 1 else x.reshape(1, -1, h, w)
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    rows = torch.arange(h, dtype=x.dtype, device=x.device)
+    cols = torch.arange(w, dtype=x.dtype, device=x.device)
+    yy = (cy - rows)[:, None].expand(h, w)  # y points up
+    xx = (cols - cx)[None, :].expand(h, w)
+    c, s = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
+    # output pixel p samples the input at R(-theta) p
+    xs = c * xx + s * yy
+    ys = -s * xx + c * yy
+    gx = (xs + cx) / max(w - 1, 1) * 2 - 1
+    gy = (cy - ys) / max(h - 1, 1) * 2 - 1
+    grid = torch.stack([gx, gy], dim=-1)
+    out = F.grid_sample(imgs, grid, mode=method, padding_mode="zeros", align_corners=True)
+    return out.reshape(x.shape)
+
+
+def _shift_rows(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Shift each row of x (..., H, W) right by shifts (broadcast to (..., H, 1)) pixels via an FFT phase ramp."""
+    w = x.shape[-1]
+    freqs = torch.fft.rfftfreq(w, device=x.device, dtype=x.dtype)
+    spec = torch.fft.rfft(x, dim=-1)
+    phase = torch.exp(-2j * math.pi * freqs * shifts)
+    return torch.fft.irfft(spec * phase, n=w, dim=-1)
+
+
+def _rotate_fourier(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Three-shear rotation R = Sx(a) Sy(b) Sx(a), a = -tan(theta/2), b = sin(theta), on a 2x padded canvas."""
+    h, w = x.shape[-2:]
+    if h != w:
+        raise ValueError("Fourier rotation needs square images")
+    lead = x.shape[:-2]
+    theta = theta.reshape(-1)
+    n = theta.numel()
+    imgs = x.reshape(n, -1, h, w)
+    pad = h // 2 + 1
+    big = F.pad(imgs, (pad, pad, pad, pad))
+    size = big.shape[-1]
+    centre = (size - 1) / 2.0
+    coord = torch.arange(size, dtype=x.dtype, device=x.device) - centre
+    a = (-torch.tan(theta / 2))[:, None, None, None]
+    b = torch.sin(theta)[:, None, None, None]
+    y_of_row = (-coord)[None, None, :, None]  # y points up
+    x_of_col = coord[None, None, :, None]
+
+    def shear_x(img: torch.Tensor) -> torch.Tensor:  # x' = x + a*y: row at height y moves right by a*y
+        return _shift_rows(img, a * y_of_row)
+
+    def shear_y(img: torch.Tensor) -> torch.Tensor:  # y' = y + b*x: column at x moves up by b*x
+        t = img.transpose(-1, -2)  # now rows are columns; moving "up" = towards row 0 = negative shift
+        return _shift_rows(t, -b * x_of_col).transpose(-1, -2)
+
+    out = shear_x(shear_y(shear_x(big)))
+    return out[..., pad:pad + h, pad:pad + w].reshape(*lead, h, w)
+
+
+def disk_mask(h: int, w: int | None = None, radius: float | None = None,
+              device: torch.device | str | None = None) -> torch.Tensor:
+    """Boolean (H, W) mask of pixels whose centre lies within `radius` of the image centre.
+
+    Default radius (min(H, W) - 1) / 2: the largest disk that every rotation maps into the image."""
+    w = h if w is None else w
+    if radius is None:
+        radius = (min(h, w) - 1) / 2.0
+    rows = torch.arange(h, device=device, dtype=torch.float64) - (h - 1) / 2.0
+    cols = torch.arange(w, device=device, dtype=torch.float64) - (w - 1) / 2.0
+    return (rows[:, None] ** 2 + cols[None, :] ** 2) <= radius**2 + 1e-9
+
+
+def radial_taper(h: int, w: int | None = None, width: float = 2.0, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+    """Smooth (H, W) window: 1 inside the disk, raised-cosine fall to 0 over `width` pixels at its edge.
+
+    Multiplying by it keeps an image band-limited-ish *and* confined to the rotation-safe disk."""
+    w = h if w is None else w
+    outer = (min(h, w) - 1) / 2.0
+    rows = torch.arange(h, device=device, dtype=torch.float64) - (h - 1) / 2.0
+    cols = torch.arange(w, device=device, dtype=torch.float64) - (w - 1) / 2.0
+    r = torch.sqrt(rows[:, None] ** 2 + cols[None, :] ** 2)
+    t = ((outer - r) / width).clamp(0.0, 1.0)
+    return (0.5 - 0.5 * torch.cos(math.pi * t)).to(dtype)
+
+
+def bandlimited_images(n: int, channels: int, size: int, cutoff: float = 0.1, seed: int = 0,
+                       dtype: torch.dtype = torch.float32, taper: float = 4.0) -> torch.Tensor:
+    """Seeded random images (n, channels, size, size) with an isotropic spectrum inside a disk.
+
+    White noise is low-passed by a radial Gaussian whose std is `cutoff` cycles/pixel (0.5 = Nyquist), then
+    multiplied by a raised-cosine disk window and scaled to unit RMS. Band-limited inputs keep the error that
+    interpolation itself causes small, so a measured error is the model's."""
+    if not 0 < cutoff <= 0.5:
+        raise UsageError(f"cutoff must be in (0, 0.5] cycles/pixel, got {cutoff}")
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(n, channels, size, size, generator=gen, dtype=torch.float64)
+    fy = torch.fft.fftfreq(size, dtype=torch.float64)[:, None]
+    fx = torch.fft.rfftfreq(size, dtype=torch.float64)[None, :]
+    lowpass = torch.exp(-0.5 * (fx**2 + fy**2) / cutoff**2)
+    img = torch.fft.irfft2(torch.fft.rfft2(noise) * lowpass, s=(size, size))
+    img = img * radial_taper(size, dtype=torch.float64, width=taper)
+    rms = img.pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().clamp_min(1e-12)
+    return (img / rms).to(dtype)
