@@ -1,0 +1,335 @@
+"""Helpers shared by the escnn and e2cnn models (the two libraries expose the same structures).
+
+Nothing here imports escnn or e2cnn at module level; every function receives the library objects it works on.
+
+- `TensorModule`: run an escnn/e2cnn `EquivariantModule` on plain tensors (wrap in / unwrap the GeometricTensor).
+- `fast_he_init_`: escnn's / e2cnn's *generalised He init*, with the per-weight variances computed from the
+  per-block basis attributes instead of one Python dict per weight (the library loops over every basis element of
+  every field pair, which is what made e.g. D8 k=9 layers slow). The variances are exactly the library's
+  (`tests/test_baselines_init.py` compares them element by element and checks the output variance statistically).
+- `conv_param_count`: the number of parameters of an `R2Conv(in_type, out_type, k)` without building it: the sum
+  over representation pairs of (#in fields x #out fields x basis dimension of the pair); the basis dimension is
+  read off a cached one-field-to-one-field conv (whose sampled basis the library caches and reuses for the real
+  build). Used by the match='params' width search.
+- `FieldInvariants`: an invariant map for steerable fields: each irrep of each field (in the irrep basis, i.e.
+  after the field's change of basis) gives one invariant, its value for a trivial irrep and its norm otherwise.
+- `GatedActivation`: ReLU on scalar fields, gated nonlinearity (field * sigmoid(gate)) on non-trivial fields;
+  exactly equivariant for every group element.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def lib_of(obj: Any) -> str:
+    """'escnn' or 'e2cnn', from the module an object's class lives in."""
+    mod = type(obj).__module__
+    if mod.startswith("e2cnn"):
+        return "e2cnn"
+    if mod.startswith("escnn"):
+        return "escnn"
+    raise TypeError(f"{type(obj).__name__} is neither an escnn nor an e2cnn object")
+
+
+def geometric_tensor_cls(lib: str):
+    if lib == "escnn":
+        from escnn.nn import GeometricTensor
+    else:
+        from e2cnn.nn import GeometricTensor
+    return GeometricTensor
+
+
+def irrep_of(group: Any, irr: Any) -> Any:
+    """The irrep object for an entry of `Representation.irreps` (escnn: id tuple, e2cnn: name)."""
+    if isinstance(irr, str):
+        return group.irreps[irr]
+    return group.irrep(*irr)
+
+
+class TensorModule(nn.Module):
+    """Plain-tensor wrapper around an escnn/e2cnn EquivariantModule."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self._gt = geometric_tensor_cls(lib_of(module))
+
+    @property
+    def in_type(self):
+        return self.module.in_type
+
+    @property
+    def out_type(self):
+        return self.module.out_type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(self._gt(x, self.module.in_type)).tensor
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fast generalised He init
+# ---------------------------------------------------------------------------------------------------------------
+def _blocks(expansion: Any, lib: str) -> tuple[list, list, dict]:
+    if lib == "escnn":
+        in_reprs, out_reprs = list(expansion._in_reprs), list(expansion._out_reprs)
+
+        def block(pair):
+            return getattr(expansion, f"block_expansion_{expansion._escape_pair(pair)}")
+    else:
+        in_reprs = list(expansion._in_type.representations)
+        out_reprs = list(expansion._out_type.representations)
+
+        def block(pair):
+            return getattr(expansion, f"block_expansion_{pair}")
+
+    blocks = {pair: block(pair) for pair in expansion._representations_pairs}
+    return in_reprs, out_reprs, blocks
+
+
+_BLOCK_ATTRS: dict[int, tuple[Any, list]] = {}
+
+
+def _block_attrs(block: Any) -> list:
+    """[(input irrep, output irrep index)] per basis element of one single-block expansion (memoised).
+
+    The libraries share block expansions between layers (they cache them by basis and sampling grid), so the memo
+    is keyed by the object; it keeps a reference so the id cannot be reused.
+    """
+    hit = _BLOCK_ATTRS.get(id(block))
+    if hit is None or hit[0] is not block:
+        hit = (block, [(a["in_irrep"], a["out_irrep_idx"]) for a in block.get_basis_info()])
+        _BLOCK_ATTRS[id(block)] = hit
+    return hit[1]
+
+
+def he_variances(expansion: Any, lib: str | None = None) -> torch.Tensor:
+    """The per-weight scale factors of the library's `generalized_he_init` for a BlocksBasisExpansion.
+
+    Library rule (escnn/e2cnn `_generalized_he_init_variances`): for the weight of a basis element mapping input
+    irrep type `a` to output irrep position `o`, std = 1 / sqrt(#distinct input irrep types reaching o *
+    #basis elements from irrep type a to o). Every output field of one representation sees all input fields, so
+    both counts depend only on (output representation, irrep index in it, input irrep type): computed once per
+    block instead of once per weight.
+    """
+    lib = lib or lib_of(expansion)
+    in_reprs, out_reprs, blocks = _blocks(expansion, lib)
+    in_count = Counter(r.name for r in in_reprs)
+    out_count = Counter(r.name for r in out_reprs)
+    attrs = {pair: _block_attrs(blk) for pair, blk in blocks.items()}
+    basis_count: dict[tuple, int] = defaultdict(int)
+    for (a, b), lst in attrs.items():
+        for irr, j in lst:
+            basis_count[(b, j, irr)] += in_count[a]
+    inputs: dict[tuple, set] = defaultdict(set)
+    for b, j, irr in basis_count:
+        inputs[(b, j)].add(irr)
+    out = torch.empty(expansion.dimension())
+    for (a, b), lst in attrs.items():
+        start, end = expansion._weights_ranges[(a, b)]
+        v = torch.tensor([1.0 / math.sqrt(len(inputs[(b, j)]) * basis_count[(b, j, irr)]) for irr, j in lst])
+        out[start:end] = v.repeat(out_count[b] * in_count[a])
+    return out
+
+
+@torch.no_grad()
+def fast_he_init_(conv: nn.Module, generator: torch.Generator | None = None) -> None:
+    """Generalised He init of an escnn/e2cnn R2Conv built with ``initialize=False`` (same distribution)."""
+    lib = lib_of(conv)
+    exp = conv.basisexpansion if lib == "escnn" else conv._basisexpansion
+    std = he_variances(exp, lib).to(conv.weights.device, conv.weights.dtype)
+    noise = torch.randn(conv.weights.shape, generator=generator, dtype=conv.weights.dtype).to(conv.weights.device)
+    conv.weights.copy_(std * noise)
+
+
+def make_r2conv(lib: str, in_type: Any, out_type: Any, k: int, **kw: Any) -> nn.Module:
+    """R2Conv with 'same' padding, no bias (a BatchNorm follows), fast generalised He init."""
+    if lib == "escnn":
+        from escnn.nn import R2Conv
+    else:
+        from e2cnn.nn import R2Conv
+    kw.setdefault("padding", k // 2)
+    kw.setdefault("bias", False)
+    conv = R2Conv(in_type, out_type, k, initialize=False, **kw)
+    fast_he_init_(conv)
+    return conv
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# parameter counting without building
+# ---------------------------------------------------------------------------------------------------------------
+_PAIR_DIMS: dict[tuple, int] = {}
+
+
+def _gspace_key(gspace: Any) -> tuple:
+    g = gspace.fibergroup
+    return (lib_of(gspace), type(gspace).__name__, gspace.name, g.name, getattr(g, "_maximum_frequency", None))
+
+
+def pair_dimension(gspace: Any, in_repr: Any, out_repr: Any, k: int) -> int:
+    """Basis dimension of an R2Conv from one `in_repr` field to one `out_repr` field (cached)."""
+    key = (_gspace_key(gspace), in_repr.name, out_repr.name, k)
+    if key not in _PAIR_DIMS:
+        lib = lib_of(gspace)
+        if lib == "escnn":
+            from escnn.nn import FieldType, R2Conv
+        else:
+            from e2cnn.nn import FieldType, R2Conv
+        try:
+            conv = R2Conv(FieldType(gspace, [in_repr]), FieldType(gspace, [out_repr]), k, bias=False, initialize=False)
+            _PAIR_DIMS[key] = conv.weights.numel()
+        except ValueError:  # empty basis for this pair
+            _PAIR_DIMS[key] = 0
+    return _PAIR_DIMS[key]
+
+
+def conv_param_count(gspace: Any, in_reprs: Sequence[Any], out_reprs: Sequence[Any], k: int) -> int:
+    """Parameters of R2Conv(FieldType(gspace, in_reprs), FieldType(gspace, out_reprs), k, bias=False)."""
+    by_name = {r.name: r for r in [*in_reprs, *out_reprs]}
+    cin, cout = Counter(r.name for r in in_reprs), Counter(r.name for r in out_reprs)
+    return sum(
+        ni * no * pair_dimension(gspace, by_name[a], by_name[b], k) for a, ni in cin.items() for b, no in cout.items()
+    )
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# invariants and nonlinearities on plain tensors
+# ---------------------------------------------------------------------------------------------------------------
+def irreps_layout(field_type: Any) -> tuple[np.ndarray | None, list[int], dict[int, list[list[int]]]]:
+    """(block-diagonal inverse change of basis or None if it is the identity, trivial channels, {size: [channels]})."""
+    group = field_type.fibergroup
+    size = field_type.size
+    q = np.zeros((size, size))
+    trivial: list[int] = []
+    groups: dict[int, list[list[int]]] = defaultdict(list)
+    p = 0
+    for rep in field_type.representations:
+        q[p : p + rep.size, p : p + rep.size] = rep.change_of_basis_inv
+        o = p
+        for irr in rep.irreps:
+            irr = irrep_of(group, irr)
+            if irr.is_trivial():
+                trivial.append(o)
+            else:
+                groups[irr.size].append(list(range(o, o + irr.size)))
+            o += irr.size
+        p += rep.size
+    if np.allclose(q, np.eye(size), atol=1e-12):
+        q = None
+    return q, trivial, dict(groups)
+
+
+class FieldInvariants(nn.Module):
+    """Per-pixel invariants of a steerable feature map: trivial irreps as they are, norms of the other irreps."""
+
+    def __init__(self, field_type: Any, eps: float = 1e-8) -> None:
+        super().__init__()
+        q, trivial, groups = irreps_layout(field_type)
+        self.register_buffer("q", None if q is None else torch.tensor(q, dtype=torch.float32), persistent=False)
+        self.register_buffer("trivial", torch.tensor(trivial, dtype=torch.long), persistent=False)
+        self.sizes = sorted(groups)
+        for s in self.sizes:
+            self.register_buffer(f"idx{s}", torch.tensor(groups[s], dtype=torch.long).reshape(-1), persistent=False)
+        self.out_dim = len(trivial) + sum(len(groups[s]) for s in self.sizes)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.q is not None:
+            x = torch.einsum("oi,bi...->bo...", self.q.to(x.dtype), x)
+        parts = [x[:, self.trivial]]
+        for s in self.sizes:
+            v = x[:, getattr(self, f"idx{s}")]
+            v = v.reshape(v.shape[0], -1, s, *v.shape[2:])
+            parts.append(torch.sqrt((v * v).sum(2) + self.eps))
+        return torch.cat(parts, dim=1)
+
+
+class GatedActivation(nn.Module):
+    """Input layout [scalars | gates | gated fields]: ReLU(scalars), gated field * sigmoid(its gate)."""
+
+    def __init__(self, n_scalars: int, gated_sizes: Sequence[int]) -> None:
+        super().__init__()
+        self.n_scalars = n_scalars
+        self.n_gates = len(gated_sizes)
+        index = [g for g, s in enumerate(gated_sizes) for _ in range(s)]
+        self.register_buffer("gate_index", torch.tensor(index, dtype=torch.long), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, g = self.n_scalars, self.n_gates
+        gates = torch.sigmoid(x[:, s : s + g])
+        return torch.cat([torch.relu(x[:, :s]), x[:, s + g :] * gates[:, self.gate_index]], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"scalars={self.n_scalars}, gated={self.n_gates}"
+
+
+_BN_PER_FIELD: dict[tuple, int] = {}
+
+
+def bn_param_count(gspace: Any, bn_name: str, reprs: Sequence[Any]) -> int:
+    """Parameters of a batch norm `bn_name` over fields `reprs` (they are additive over fields)."""
+    lib = lib_of(gspace)
+    if lib == "escnn":
+        import escnn.nn as enn
+    else:
+        import e2cnn.nn as enn
+    total = 0
+    by_name = {r.name: r for r in reprs}
+    for name, n in Counter(r.name for r in reprs).items():
+        key = (_gspace_key(gspace), bn_name, name)
+        if key not in _BN_PER_FIELD:
+            bn = getattr(enn, bn_name)(enn.FieldType(gspace, [by_name[name]]))
+            _BN_PER_FIELD[key] = sum(p.numel() for p in bn.parameters())
+        total += n * _BN_PER_FIELD[key]
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# escnn build speed: an in-process memo in front of escnn's on-disk (joblib) Clebsch-Gordan cache
+# ---------------------------------------------------------------------------------------------------------------
+_ESCNN_MEMO_INSTALLED = False
+
+
+def install_escnn_memo() -> None:
+    """Memoise escnn's Clebsch-Gordan look-ups in memory (idempotent).
+
+    escnn keeps CG coefficients in a joblib disk cache and reloads them from disk on *every* call; iterating the
+    attributes of a kernel basis calls it thousands of times (about 2 ms each), which dominated building D_N/O(2)
+    models. The memo returns copies of exactly what escnn's cached function returns, so results are unchanged.
+    """
+    global _ESCNN_MEMO_INSTALLED
+    if _ESCNN_MEMO_INSTALLED:
+        return
+    import copy
+
+    import escnn.group._clebsh_gordan as cg
+
+    def memo(fn):
+        store: dict = {}
+
+        def wrapper(*args, **kwargs):
+            key = (args, tuple(sorted(kwargs.items())))
+            try:
+                hash(key)
+            except TypeError:
+                return fn(*args, **kwargs)
+            if key not in store:
+                store[key] = fn(*args, **kwargs)
+            return copy.deepcopy(store[key])
+
+        wrapper.__wrapped__ = fn
+        return wrapper
+
+    for name in ("_clebsh_gordan_tensor", "_find_tensor_decomposition"):
+        fn = getattr(cg, name, None)
+        if fn is not None and not hasattr(fn, "__wrapped__"):
+            setattr(cg, name, memo(fn))
+    _ESCNN_MEMO_INSTALLED = True

@@ -1,0 +1,106 @@
+"""Numerical kernels of the equivariance protocol: masked relative errors, the floor, the Lie derivative.
+
+Pure functions on tensors, no job/registry knowledge, so tests can check each against known answers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from bench.rotation import disk_mask, rotate_interpolated, rotate_many
+
+
+def _norms(t: torch.Tensor, spatial: bool) -> torch.Tensor:
+    return t.flatten(start_dim=-3 if spatial else -1).norm(dim=-1)
+
+
+def masked_relative_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                          eps: float = 1e-12) -> torch.Tensor:
+    """Per-sample ||pred - target|| / ||target||, inside `mask` (H, W) for maps.
+
+    Vectors (..., N, D) -> (..., N); maps (..., N, C, H, W) -> (..., N)."""
+    spatial = pred.dim() >= 4
+    if mask is not None:
+        m = mask.to(pred.dtype)
+        pred, target = pred * m, target * m
+    return _norms(pred - target, spatial) / _norms(target, spatial).clamp_min(eps)
+
+
+def map_mask(t: torch.Tensor) -> torch.Tensor:
+    """Disk mask matching the spatial size of a (…, H, W) map, on its device."""
+    return disk_mask(t.shape[-2], t.shape[-1], device=t.device)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Isotropic sampled-Gaussian blur, zero padded: a continuous-rotation-equivariant reference operator.
+
+    Its kernel is symmetric under the 8 grid symmetries, so its error is exactly 0 at multiples of 90 deg and
+    otherwise only what the rotation's interpolation costs."""
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :])[None, None]
+    c = x.shape[-3]
+    flat = x.reshape(-1, c, *x.shape[-2:])
+    out = F.conv2d(flat, kernel.expand(c, 1, -1, -1), padding=radius, groups=c)
+    return out.reshape(x.shape)
+
+
+def roundtrip_floor(x: torch.Tensor, angles: Sequence[float], method: str) -> torch.Tensor:
+    """||R_-a R_a x - x|| / ||x|| inside the disk, per angle (mean over images): what interpolation alone costs."""
+    fwd = rotate_many(x, angles, method)
+    back = torch.stack([rotate_many(fwd[i], [-a], method)[0] for i, a in enumerate(angles)])
+    return masked_relative_error(back, x.expand_as(back), map_mask(x)).mean(dim=-1)
+
+
+def blur_floor(x: torch.Tensor, angles: Sequence[float], method: str, sigma: float) -> torch.Tensor:
+    """Equivariance error of an isotropic Gaussian blur under the same rotation: the floor for real models."""
+    rotated = rotate_many(x, angles, method)
+    lhs = gaussian_blur(rotated, sigma)
+    rhs = rotate_many(gaussian_blur(x, sigma), angles, method)
+    return masked_relative_error(lhs, rhs, map_mask(x)).mean(dim=-1)
+
+
+def rotation_tangent(x: torch.Tensor, method: str) -> torch.Tensor:
+    """d/dtheta R_theta x at theta = 0 (theta in radians), through the differentiable interpolated rotation.
+
+    Uses the double-backward jvp, because grid_sample has no forward-mode AD in torch."""
+    theta0 = torch.zeros((), dtype=x.dtype, device=x.device)
+    _, tangent = torch.autograd.functional.jvp(
+        lambda t: rotate_interpolated(x, t, method), (theta0,), (torch.ones_like(theta0),)
+    )
+    return tangent
+
+
+def jvp(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """J_fn(x) v with forward-mode AD, falling back to the double-backward trick for ops without it."""
+    try:
+        return torch.func.jvp(fn, (x,), (v,))[1]
+    except (NotImplementedError, RuntimeError):
+        return torch.autograd.functional.jvp(fn, (x,), (v,))[1]
+
+
+def lie_derivative_logits(model_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                          method: str) -> torch.Tensor:
+    """LEE of Gruver et al. (2023): per image, mean over classes of |d/dtheta softmax(f(R_theta x))| at 0."""
+    v = rotation_tangent(x, method)
+    d = jvp(lambda inp: torch.softmax(model_fn(inp), dim=-1), x, v)
+    return d.abs().mean(dim=-1)
+
+
+def lie_derivative_map(map_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, method: str) -> torch.Tensor:
+    """Relative Lie derivative of an invariant-fibre map f: ||J_f(x) Lx - L f(x)|| / ||f(x)|| in the disk.
+
+    This is d/dtheta [R_-theta f(R_theta x)] at 0, normalised; 0 for a continuously equivariant f."""
+    v = rotation_tangent(x, method)
+    jv = jvp(map_fn, x, v)
+    with torch.no_grad():
+        fx = map_fn(x)
+    m = map_mask(fx).to(fx.dtype)
+    lf = rotation_tangent(fx, method)
+    return _norms((jv - lf) * m, True) / _norms(fx * m, True).clamp_min(1e-12)

@@ -1,0 +1,393 @@
+"""Efficiency protocol: parameters, FLOPs, latency, peak memory and build time, at a base point and in
+one-factor-at-a-time scaling sweeps (kernel size, channels, resolution, batch size).
+
+Rows (``protocol = efficiency``; the runner adds model, device, dtype, seed, job_id):
+
+| metric | unit | mode | extra columns |
+|---|---|---|---|
+| ``params`` | count | — | trainable parameters |
+| ``build_s`` | s | — | wall time of ``create_model`` (module already imported) |
+| ``flops`` | FLOPs (2 per multiply-add) | eval, train, eval_exported | train = forward + backward |
+| ``latency_ms`` | ms | eval, train, eval_exported | ``stat`` = median \\| iqr, ``runs`` |
+| ``peak_memory_mb`` | MiB | eval, train | ``memory`` = step \\| peak \\| reserved, ``memory_method`` |
+
+Every row also carries ``batch``, ``resolution``, ``kernel_size`` and ``channels`` (None = the model's
+default), ``threads`` and ``sweep`` (``base`` or the swept axis: ``kernel_size``, ``channels``, ``resolution``,
+``batch``). A point that runs out of memory gets rows with ``status = "oom"`` and no value, and the sweep goes
+on; a model that rejects a swept keyword gets one ``build_s`` row with ``status = "error"`` per point.
+
+Definitions (details in docs/perf.md and ``bench.cost``):
+- eval = ``model.eval()`` (cached escnn filters / GMR kernels) + no-grad forward; eval_exported = the same on
+  ``model.export()`` when the model offers it; train = forward + loss + backward + SGD step (lr 0).
+- latency: ``warmup`` untimed calls, then ``Timer.blocked_autorange(min_run_time)`` at ``threads`` torch threads
+  (restored afterwards); median and IQR of per-call times.
+- peak memory: CUDA allocator peak in-process; on CPU peak RSS of a fresh ``python -m bench.cost.memprobe``
+  process; ``step`` = peak − baseline (just before the step), ``peak`` = absolute.
+- layer models get ``kernel_size=`` and ``channels=`` from the sweeps and ``in_channels = channels``;
+  networks get ``in_channels`` from the settings and, by default, only the resolution and batch sweeps.
+
+Ratios to the plain references (``layer_conv2d`` / ``cnn``) measured in the same run: ``bench.cost.ratios.ratio_table``.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from bench.cost.flops import UNIT as FLOP_UNIT
+from bench.cost.flops import count_flops
+from bench.cost.memory import UNIT as MEM_UNIT
+from bench.cost.memory import MemoryResult, ProbeSpec, cuda_step_memory, probe_cpu_subprocess
+from bench.cost.ratios import ratio_table  # noqa: F401 - re-exported for the report
+from bench.cost.steps import count_parameters, eval_step, exported, is_oom, make_input, make_step
+from bench.cost.timing import fixed_threads, time_callable, time_once
+from bench.errors import MissingDependencyError, UsageError
+from bench.jobs import Job, RunContext
+from bench.models import create_model, model_info
+
+METRICS = ("params", "build_s", "flops", "latency_ms", "peak_memory_mb")
+MODES = ("eval", "train", "eval_exported")
+# sweep setting -> the point field it varies
+SWEEPS = {"kernel_sizes": "kernel_size", "channels": "channels", "resolutions": "resolution", "batch_sizes": "batch"}
+
+DEFAULTS: dict[str, Any] = {
+    # base point
+    "batch": 8,
+    "resolution": 32,
+    "kernel_size": None,        # None / "auto": the model's default
+    "layer_channels": 16,       # layer models: in = out channels at the base point (None: the model's default)
+    "in_channels": 1,           # network models
+    "num_classes": 10,
+    "level": None,              # None: from the registry ('layer' | 'network'); set it for plugin layers
+    # one-factor-at-a-time sweeps around the base point ([] switches a sweep off)
+    "kernel_sizes": [3, 5, 7, 9, 11, 13],
+    "channels": [8, 16, 32, 64],
+    "resolutions": [32, 64, 128, 224],
+    "batch_sizes": [1, 8, 32],
+    "network_sweeps": ["resolutions", "batch_sizes"],  # the sweeps that apply to network-level models
+    # what to measure
+    "metrics": list(METRICS),                                     # at the base point
+    "sweep_metrics": ["flops", "latency_ms", "peak_memory_mb"],  # elsewhere (+ params, build_s: free)
+    "modes": list(MODES),       # eval_exported only where the model has export()
+    # timing
+    "threads": None,            # None: the run's threads (profile), else torch's current count
+    "warmup": 3,
+    "min_run_time": 0.2,        # seconds of timed calls per (point, mode)
+    # memory
+    "memory_warmup": 1,
+    "memory_timeout_s": 600,
+    "max_memory_mb": None,      # CPU guard on the probe's absolute RSS; over it -> status "oom"
+}
+
+
+# -- settings ------------------------------------------------------------------------------------------------
+def _fail(key: str, value: Any, expected: str) -> UsageError:
+    return UsageError(f"efficiency setting {key}={value!r} is invalid: expected {expected}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _pos_int(key: str, v: Any, *, odd: bool = False, optional: bool = False) -> int | None:
+    if optional and (v is None or v == "auto"):
+        return None
+    if not _is_int(v) or v < 1 or (odd and v % 2 == 0):
+        what = "a positive odd integer" if odd else "a positive integer"
+        raise _fail(key, v, what + (" or 'auto'" if optional else ""))
+    return int(v)
+
+
+def _int_list(key: str, v: Any, *, odd: bool = False) -> list[int]:
+    if not isinstance(v, (list, tuple)):
+        raise _fail(key, v, "a list of positive " + ("odd " if odd else "") + "integers ([] = off)")
+    return [int(_pos_int(key, x, odd=odd)) for x in v]  # type: ignore[arg-type]
+
+
+def _subset(key: str, v: Any, valid: tuple[str, ...] | list[str]) -> list[str]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, (list, tuple)) or any(x not in valid for x in v):
+        raise _fail(key, v, f"a list drawn from {', '.join(valid)}")
+    return list(v)
+
+
+def _pos_float(key: str, v: Any, *, optional: bool = False) -> float | None:
+    if optional and (v is None or v == "auto"):
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise _fail(key, v, "a positive number" + (" or 'auto'" if optional else ""))
+    return float(v)
+
+
+def validate_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """DEFAULTS merged with `settings`; UsageError naming the valid keys / values on anything else."""
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        from bench.registry import did_you_mean
+
+        hint = did_you_mean(unknown[0], DEFAULTS)
+        raise UsageError(f"unknown efficiency setting(s) {', '.join(map(repr, unknown))}.{hint} "
+                         f"Valid keys: {', '.join(sorted(DEFAULTS))}")
+    s = copy.deepcopy(DEFAULTS)
+    s.update(copy.deepcopy(settings))
+    s["batch"] = _pos_int("batch", s["batch"])
+    s["resolution"] = _pos_int("resolution", s["resolution"])
+    s["kernel_size"] = _pos_int("kernel_size", s["kernel_size"], odd=True, optional=True)
+    s["layer_channels"] = _pos_int("layer_channels", s["layer_channels"], optional=True)
+    s["in_channels"] = _pos_int("in_channels", s["in_channels"])
+    s["num_classes"] = _pos_int("num_classes", s["num_classes"])
+    s["kernel_sizes"] = _int_list("kernel_sizes", s["kernel_sizes"], odd=True)
+    s["channels"] = _int_list("channels", s["channels"])
+    s["resolutions"] = _int_list("resolutions", s["resolutions"])
+    s["batch_sizes"] = _int_list("batch_sizes", s["batch_sizes"])
+    s["network_sweeps"] = _subset("network_sweeps", s["network_sweeps"], list(SWEEPS))
+    s["metrics"] = _subset("metrics", s["metrics"], METRICS)
+    s["sweep_metrics"] = _subset("sweep_metrics", s["sweep_metrics"], METRICS)
+    s["modes"] = _subset("modes", s["modes"], MODES)
+    s["threads"] = _pos_int("threads", s["threads"], optional=True)
+    if s["level"] not in (None, "auto", "layer", "network"):
+        raise _fail("level", s["level"], "'layer', 'network' or 'auto'")
+    s["level"] = None if s["level"] == "auto" else s["level"]
+    if not _is_int(s["warmup"]) or s["warmup"] < 0:
+        raise _fail("warmup", s["warmup"], "an integer >= 0")
+    if not _is_int(s["memory_warmup"]) or s["memory_warmup"] < 0:
+        raise _fail("memory_warmup", s["memory_warmup"], "an integer >= 0")
+    s["min_run_time"] = _pos_float("min_run_time", s["min_run_time"])
+    s["memory_timeout_s"] = _pos_float("memory_timeout_s", s["memory_timeout_s"])
+    s["max_memory_mb"] = _pos_float("max_memory_mb", s["max_memory_mb"], optional=True)
+    return s
+
+
+# -- measurement points --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Point:
+    batch: int
+    resolution: int
+    kernel_size: int | None
+    channels: int | None
+
+    def columns(self) -> dict[str, Any]:
+        return {"batch": self.batch, "resolution": self.resolution, "kernel_size": self.kernel_size,
+                "channels": self.channels}
+
+
+def plan_points(settings: dict[str, Any], level: str) -> list[tuple[str, Point]]:
+    """(sweep, point) pairs: the base point, then each sweep axis varied alone around it."""
+    s = settings
+    base = Point(s["batch"], s["resolution"], s["kernel_size"], s["layer_channels"] if level == "layer" else None)
+    out = [("base", base)]
+    for key, field_name in SWEEPS.items():
+        if level != "layer" and key not in s["network_sweeps"]:
+            continue
+        for value in s[key]:
+            out.append((field_name, replace(base, **{field_name: value})))
+    return out
+
+
+def _model_args(level: str, point: Point, settings: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(in_channels, factory kwargs) of a point."""
+    kw: dict[str, Any] = {}
+    if point.kernel_size is not None:
+        kw["kernel_size"] = point.kernel_size
+    if level == "layer":
+        if point.channels is not None:
+            kw["channels"] = point.channels
+            return point.channels, kw
+        return DEFAULT_LAYER_CHANNELS, kw
+    if point.channels is not None:
+        kw["channels"] = point.channels
+    return settings["in_channels"], kw
+
+
+DEFAULT_LAYER_CHANNELS = 16  # input channels of a layer model whose width is left to its default
+
+
+def _level(name: str) -> str:
+    try:
+        return str(model_info(name).get("level", "network"))
+    except UsageError:
+        return "layer" if name.startswith("layer_") else "network"
+
+
+# -- the protocol --------------------------------------------------------------------------------------------
+def _row(metric: str, value: Any, unit: str, mode: str | None = None, status: str = "ok", message: str = "",
+         **extra: Any) -> dict[str, Any]:
+    return {"metric": metric, "value": value, "unit": unit, "mode": mode, "status": status, "message": message,
+            **extra}
+
+
+_UNITS = {"params": "count", "build_s": "s", "flops": FLOP_UNIT, "latency_ms": "ms", "peak_memory_mb": MEM_UNIT}
+
+
+def _failed(metric: str, mode: str | None, status: str, message: str, **extra: Any) -> dict[str, Any]:
+    return _row(metric, None, _UNITS[metric], mode, status=status, message=message[:500], **extra)
+
+
+class _Measurer:
+    """Measures points of one model, reusing the built model across points with the same constructor args."""
+
+    def __init__(self, job: Job, ctx: RunContext, settings: dict[str, Any], threads: int) -> None:
+        self.job, self.ctx, self.s, self.threads = job, ctx, settings, threads
+        self.name = job.model
+        self.level = settings["level"] or _level(job.model)
+        self.device = torch.device(ctx.device)
+        self.dtype = ctx.dtype
+        self._built: tuple[tuple, Any, float] | None = None  # (key, model, build_s)
+
+    # model build (cached for the last constructor args)
+    def build(self, in_channels: int, kw: dict[str, Any]) -> tuple[torch.nn.Module, float]:
+        key = (in_channels, tuple(sorted(kw.items())))
+        if self._built is not None and self._built[0] == key:
+            return self._built[1], self._built[2]
+        self._built = None
+        gc.collect()
+        from bench.models import MODELS
+
+        MODELS.get(self.name)  # import the implementing module first: build_s excludes import time
+        torch.manual_seed(self.job.seed)
+        with fixed_threads(self.threads):
+            model, build_s = time_once(lambda: create_model(self.name, in_channels, self.s["num_classes"], **kw))
+        model = model.to(device=self.device, dtype=self.dtype)
+        self._built = (key, model, build_s)
+        return model, build_s
+
+    def measure(self, point: Point, metrics: list[str]) -> list[dict[str, Any]]:
+        in_channels, kw = _model_args(self.level, point, self.s)
+        try:
+            model, build_s = self.build(in_channels, kw)
+        except MissingDependencyError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad point must not end the sweep
+            if is_oom(exc):
+                return [_failed("build_s", None, "oom", f"build: {exc}")]
+            if isinstance(exc, (TypeError, UsageError)) and kw:
+                return [_failed("build_s", None, "error",
+                                f"{self.name} rejected {kw}: {type(exc).__name__}: {exc}; point skipped")]
+            return [_failed("build_s", None, "error", f"build failed: {type(exc).__name__}: {exc}")]
+        rows: list[dict[str, Any]] = []
+        if "build_s" in metrics:
+            rows.append(_row("build_s", build_s, "s"))
+        if "params" in metrics:
+            rows.append(_row("params", count_parameters(model), "count"))
+        try:
+            x = make_input(point.batch, in_channels, point.resolution, device=self.device, dtype=self.dtype,
+                           seed=self.job.seed)
+        except Exception as exc:  # noqa: BLE001
+            status = "oom" if is_oom(exc) else "error"
+            return rows + [_failed(m, None, status, f"input: {exc}") for m in ("flops", "latency_ms")]
+
+        modes = [m for m in self.s["modes"] if m != "eval_exported"]
+        skip: dict[str, str] = {}  # mode -> message, for modes whose memory probe ran out of memory
+        if "peak_memory_mb" in metrics:
+            for mode in modes:
+                res = self.memory(model, x, point, in_channels, kw, mode)
+                rows += self._memory_rows(res, mode)
+                if res.status == "oom":
+                    skip[mode] = f"skipped: the memory probe ran out of memory ({res.message})"
+        exp_model = None
+        if "eval_exported" in self.s["modes"] and ({"flops", "latency_ms"} & set(metrics)):
+            try:
+                exp_model = exported(model)
+            except Exception as exc:  # noqa: BLE001
+                rows += [_failed(m, "eval_exported", "error", f"export() failed: {type(exc).__name__}: {exc}")
+                         for m in ("flops", "latency_ms") if m in metrics]
+            if exp_model is not None:
+                modes.append("eval_exported")
+                if "eval" in skip:
+                    skip["eval_exported"] = skip["eval"]
+        for mode in modes:
+            target = exp_model if mode == "eval_exported" else model
+            if mode in skip:
+                rows += [_failed(m, mode, "oom", skip[mode]) for m in ("flops", "latency_ms") if m in metrics]
+                continue
+            if "flops" in metrics:
+                rows.append(self._guarded("flops", mode, lambda: [
+                    _row("flops", count_flops(self._step(target, x, mode)), FLOP_UNIT, mode)]))
+            if "latency_ms" in metrics:
+                rows += self._guarded_many("latency_ms", mode, lambda: self.latency(target, x, mode))
+        del x, exp_model
+        return rows
+
+    @staticmethod
+    def _step(model: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[], Any]:
+        return eval_step(model, x) if mode == "eval_exported" else make_step(model, x, mode)
+
+    def latency(self, model: torch.nn.Module, x: torch.Tensor, mode: str) -> list[dict[str, Any]]:
+        step = self._step(model, x, mode)
+        t = time_callable(step, warmup=self.s["warmup"], min_run_time=self.s["min_run_time"],
+                          threads=self.threads, device=self.device)
+        return [_row("latency_ms", t.median_ms, "ms", mode, stat="median", runs=t.runs),
+                _row("latency_ms", t.iqr_ms, "ms", mode, stat="iqr", runs=t.runs)]
+
+    def memory(self, model: torch.nn.Module, x: torch.Tensor, point: Point, in_channels: int,
+               kw: dict[str, Any], mode: str) -> MemoryResult:
+        if self.device.type == "cuda":
+            try:
+                step = make_step(model, x, mode)
+                return cuda_step_memory(step, self.device, warmup=self.s["memory_warmup"], mode=mode)
+            except Exception as exc:  # noqa: BLE001
+                return MemoryResult(status="error", mode=mode, message=f"{type(exc).__name__}: {exc}"[:500])
+        if self.device.type != "cpu":
+            return MemoryResult(status="error", mode=mode, message=f"no peak-memory probe for {self.device.type}")
+        spec = ProbeSpec(model=self.name, mode=mode, in_channels=in_channels, num_classes=self.s["num_classes"],
+                         model_kwargs=kw, batch=point.batch, resolution=point.resolution,
+                         dtype=str(self.dtype).replace("torch.", ""), threads=self.threads, seed=self.job.seed,
+                         warmup=self.s["memory_warmup"], max_memory_mb=self.s["max_memory_mb"])
+        return probe_cpu_subprocess(spec, timeout=self.s["memory_timeout_s"])
+
+    @staticmethod
+    def _memory_rows(res: MemoryResult, mode: str) -> list[dict[str, Any]]:
+        if res.status != "ok":
+            return [_failed("peak_memory_mb", mode, res.status, res.message or res.status, memory="step")]
+        extra = {"memory_method": res.method}
+        rows = [_row("peak_memory_mb", res.step_mb, MEM_UNIT, mode, memory="step", **extra),
+                _row("peak_memory_mb", res.peak_mb, MEM_UNIT, mode, memory="peak", **extra)]
+        if res.reserved_mb is not None:
+            rows.append(_row("peak_memory_mb", res.reserved_mb, MEM_UNIT, mode, memory="reserved", **extra))
+        return rows
+
+    def _guarded(self, metric: str, mode: str, fn: Callable[[], list[dict[str, Any]]]) -> dict[str, Any]:
+        return self._guarded_many(metric, mode, fn)[0]
+
+    def _guarded_many(self, metric: str, mode: str, fn: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        try:
+            return fn()
+        except MissingDependencyError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded as a row status, the sweep goes on
+            oom = is_oom(exc)
+            if oom:
+                self.release()
+            return [_failed(metric, mode, "oom" if oom else "error", f"{type(exc).__name__}: {exc}")]
+
+    def release(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def run(job: Job, ctx: RunContext) -> list[dict[str, Any]]:
+    """Measure `job.model` at the base point and along the sweeps (see the module docstring)."""
+    s = validate_settings(job.settings)
+    threads = s["threads"] or ctx.threads or torch.get_num_threads()
+    m = _Measurer(job, ctx, s, int(threads))
+    done: dict[Point, list[dict[str, Any]]] = {}
+    out: list[dict[str, Any]] = []
+    for sweep, point in plan_points(s, m.level):
+        if point not in done:
+            metrics = s["metrics"] if sweep == "base" else sorted(set(s["sweep_metrics"]) | {"params", "build_s"})
+            done[point] = m.measure(point, metrics)
+            m.release()
+        for row in done[point]:
+            out.append({**row, **point.columns(), "threads": int(threads), "sweep": sweep})
+    m._built = None
+    m.release()
+    return out

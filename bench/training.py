@@ -1,0 +1,251 @@
+"""Seeded, deterministic supervised training and rotated/flipped evaluation (used by the accuracy protocol).
+
+Nothing here knows about jobs or result rows: `bench.protocols.accuracy` turns these numbers into rows.
+Checkpoints are plain dicts (``state_dict`` + how to rebuild the model) written atomically; `load_trained`
+rebuilds the network for the equivariance protocol or for users.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from bench.errors import UsageError
+from bench.rotation import disk_mask, rotate, rotate_interpolated, rotate_many, split_angle
+
+CHECKPOINT_FORMAT = 1
+
+
+# -- determinism ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def deterministic(seed: int) -> Iterator[None]:
+    """Seed torch and switch on deterministic kernels for the duration (previous global state restored)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    prev_algos = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    prev_cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev_algos, warn_only=prev_warn)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev_cudnn
+
+
+def fixed_subset(dataset: Dataset, limit: int | None, seed: int = 0) -> Dataset:
+    """The same `limit` examples every run (a fixed permutation, independent of the run seed)."""
+    n = len(dataset)  # type: ignore[arg-type]
+    if limit is None or limit >= n:
+        return dataset
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+    sub = Subset(dataset, idx.tolist())
+    sub.info = getattr(dataset, "info", None)  # type: ignore[attr-defined]
+    return sub
+
+
+# -- training ------------------------------------------------------------------------------------------------
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.0,
+                   momentum: float = 0.9) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise UsageError(f"{type(model).__name__} has no trainable parameters")
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
+    raise UsageError(f"unknown optimizer {name!r}; valid: adam, adamw, sgd")
+
+
+def train_model(model: nn.Module, dataset: Dataset, *, seed: int, epochs: int, batch_size: int,
+                optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
+                schedule: str = "cosine", augment: str | None = None, rotation: str = "bilinear",
+                mask: bool = False, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                num_workers: int = 0, progress: bool = False, desc: str = "train") -> dict[str, float]:
+    """Train `model` in place with cross-entropy on `dataset`; returns final epoch's mean loss and the time.
+
+    Deterministic for a given seed: the caller seeds the model's initialisation (see `deterministic`), the
+    loader shuffles with its own generator seeded from `seed`, and rotation augmentation draws its angles from
+    another one. ``augment='rotation'`` rotates every training image by an angle uniform in [0, 360) with
+    `bench.rotation` (after normalisation, corners 0). Raises FloatingPointError when the loss stops being finite.
+    """
+    device = torch.device(device)
+    loader_gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator().manual_seed(seed + 7919)
+    n = len(dataset)  # type: ignore[arg-type]
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=loader_gen,
+                        num_workers=num_workers, drop_last=n > batch_size,
+                        pin_memory=device.type == "cuda")
+    opt = make_optimizer(model, optimizer, lr, weight_decay, momentum)
+    total = epochs * len(loader)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1)) if schedule == "cosine" else None
+    keep = None
+    model.to(device=device, dtype=dtype).train()
+    final_loss = math.nan
+    start = time.perf_counter()
+    with tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step") as bar:
+        for _epoch in range(epochs):
+            loss_sum, count = 0.0, 0
+            for x, y in loader:
+                x = x.to(device=device, dtype=dtype, non_blocking=True)
+                y = y.to(device=device, non_blocking=True)
+                if augment == "rotation":
+                    theta = torch.rand(len(x), generator=aug_gen, dtype=torch.float64) * (2 * math.pi)
+                    x = rotate_interpolated(x, theta.to(device=device, dtype=dtype), rotation)
+                if mask:
+                    if keep is None:
+                        keep = disk_mask(x.shape[-2], x.shape[-1], device=device).to(dtype)
+                    x = x * keep
+                loss = F.cross_entropy(model(x), y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError("training diverged (NaN loss)")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                value = float(loss.detach())
+                loss_sum += value * len(y)
+                count += len(y)
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+            final_loss = loss_sum / max(count, 1)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return {"train_loss_final": final_loss, "train_time_s": time.perf_counter() - start,
+            "steps": float(total)}
+
+
+# -- evaluation ----------------------------------------------------------------------------------------------
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([model(x[i:i + batch_size]).argmax(dim=1) for i in range(0, len(x), batch_size)])
+
+
+@torch.inference_mode()
+def evaluate_rotations(model: nn.Module, dataset: Dataset, angles: Sequence[float], *, flips: bool = True,
+                       rotation: str = "bilinear", mask: bool = False, batch_size: int = 256,
+                       device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                       num_workers: int = 0, progress: bool = False, desc: str = "eval",
+                       max_elements: int = 1 << 24) -> dict[str, Any]:
+    """Accuracy of `model` on `dataset` rotated by each angle, and (optionally) flipped left-right / up-down.
+
+    Images are rotated after normalisation with `bench.rotation.rotate_many` (corners 0); angles equal modulo
+    360 are computed once. With ``mask`` every evaluated input (upright included) is multiplied by the disk
+    mask. The vertical flip is the group element (180, reflect) of `bench.rotation`.
+    Returns ``{"angles": {angle: acc}, "flip_h": acc, "flip_v": acc, "n": N, "eval_time_s": s}``.
+    """
+    device = torch.device(device)
+    model.to(device=device, dtype=dtype).eval()
+    distinct: list[float] = []
+    key_of: dict[float, float] = {}
+    for a in angles:
+        k, r = split_angle(float(a))
+        key = round((90.0 * k + r) % 360.0, 9)
+        key_of[float(a)] = key
+        if key not in distinct:
+            distinct.append(key)
+    correct = {a: 0 for a in distinct}
+    correct_h = correct_v = 0
+    n = 0
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    keep = None
+    start = time.perf_counter()
+    for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
+        x = x.to(device=device, dtype=dtype)
+        y = y.to(device=device)
+        if mask and keep is None:
+            keep = disk_mask(x.shape[-2], x.shape[-1], device=device).to(dtype)
+        per = max(1, max_elements // max(x.numel(), 1))  # angles per rotate_many call
+        for i in range(0, len(distinct), per):
+            chunk = distinct[i:i + per]
+            rotated = rotate_many(x, chunk, method=rotation)  # (A, B, C, H, W)
+            if keep is not None:
+                rotated = rotated * keep
+            pred = _predict(model, rotated.reshape(-1, *x.shape[1:]), batch_size).reshape(len(chunk), -1)
+            hits = (pred == y[None]).sum(dim=1).tolist()
+            for a, h in zip(chunk, hits):
+                correct[a] += int(h)
+        if flips:
+            for which, element in (("h", (0.0, True)), ("v", (180.0, True))):
+                xf = rotate(x, element[0], method=rotation, reflect=element[1])
+                if keep is not None:
+                    xf = xf * keep
+                h = int((_predict(model, xf, batch_size) == y).sum())
+                if which == "h":
+                    correct_h += h
+                else:
+                    correct_v += h
+        n += len(y)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    if n == 0:
+        raise UsageError("the test split is empty")
+    out: dict[str, Any] = {"angles": {float(a): correct[key_of[float(a)]] / n for a in angles}, "n": n,
+                           "eval_time_s": time.perf_counter() - start}
+    if flips:
+        out["flip_h"] = correct_h / n
+        out["flip_v"] = correct_v / n
+    return out
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------------
+def save_checkpoint(path: str | os.PathLike[str], network: nn.Module, **meta: Any) -> Path:
+    """Write {'state_dict', 'format', **meta} to `path` atomically (temp file in the same folder + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, **meta}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"no trained checkpoint at {path}: run the accuracy protocol for this model first")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise UsageError(f"{path} is not an equibench checkpoint (no 'state_dict')")
+    return ckpt
+
+
+def load_trained(model_name: str, path: str | os.PathLike[str], in_channels: int, num_classes: int,
+                 map_location: Any = "cpu", **kw: Any) -> nn.Module:
+    """Rebuild `model_name` (create_model with the checkpoint's model kwargs, overridden by **kw) and load the
+    trained weights from `path`; returns the model in eval mode."""
+    from bench.models import create_model
+
+    ckpt = read_checkpoint(path, map_location)
+    saved = ckpt.get("model")
+    if saved is not None and saved != model_name:
+        raise UsageError(f"{path} holds a trained {saved!r}, not {model_name!r}")
+    for key, want in (("in_channels", in_channels), ("num_classes", num_classes)):
+        if ckpt.get(key) is not None and ckpt[key] != want:
+            raise UsageError(f"{path} was trained with {key}={ckpt[key]}, not {want}")
+    kwargs = {**dict(ckpt.get("model_kwargs") or {}), **kw}
+    model = create_model(model_name, in_channels, num_classes, **kwargs)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()

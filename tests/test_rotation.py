@@ -1,0 +1,95 @@
+"""The suite's single rotation module: conventions, exact paths, interpolation quality, determinism."""
+
+import math
+
+import pytest
+import torch
+
+from bench.errors import UsageError
+from bench.rotation import (bandlimited_images, disk_mask, is_grid_angle, rotate, rotate_interpolated,
+                            rotate_many, split_angle)
+
+
+def blob(size: int, x0: float, y0: float, sigma: float = 2.5) -> torch.Tensor:
+    """Gaussian blob centred at display coordinates (x right, y up) relative to the image centre."""
+    c = (size - 1) / 2
+    rows = torch.arange(size, dtype=torch.float64)[:, None]
+    cols = torch.arange(size, dtype=torch.float64)[None, :]
+    return torch.exp(-((cols - c - x0) ** 2 + (c - rows - y0) ** 2) / (2 * sigma**2))[None, None]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_grid_angles_are_exact_permutations(k):
+    x = torch.randn(2, 3, 9, 9)
+    assert torch.equal(rotate(x, 90 * k, "bilinear"), torch.rot90(x, k, dims=(-2, -1)))
+    assert torch.equal(rotate(x, -90 * k, "fourier"), torch.rot90(x, -k, dims=(-2, -1)))
+
+
+def test_flip_convention_and_composition():
+    x = torch.randn(1, 1, 7, 7)
+    assert torch.equal(rotate(x, 0, reflect=True), torch.flip(x, (-1,)))
+    # vertical flip = horizontal flip then 180 deg
+    assert torch.equal(rotate(x, 180, reflect=True), torch.flip(x, (-2,)))
+
+
+@pytest.mark.parametrize("method", ["bilinear", "bicubic", "fourier"])
+def test_interpolated_path_agrees_with_rot90_at_90_degrees(method):
+    """Centre and direction of the interpolated rotation match the exact one (no half-pixel offset)."""
+    x = bandlimited_images(2, 1, 17, seed=3, dtype=torch.float64)
+    out = rotate_interpolated(x, torch.tensor(math.pi / 2, dtype=torch.float64), method)
+    assert (out - torch.rot90(x, 1, dims=(-2, -1))).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("method,tol", [("bilinear", 0.05), ("bicubic", 0.03), ("fourier", 1e-4)])
+def test_counter_clockwise_rotation_moves_a_blob_where_geometry_says(method, tol):
+    size, r, a = 33, 6.0, 30.0
+    img = blob(size, r, 0.0)
+    expected = blob(size, r * math.cos(math.radians(a)), r * math.sin(math.radians(a)))
+    err = ((rotate(img, a, method) - expected).norm() / expected.norm()).item()
+    assert err < tol
+
+
+def test_fourier_roundtrip_orders_of_magnitude_below_bilinear():
+    x = bandlimited_images(8, 1, 33, cutoff=0.08, seed=1, dtype=torch.float64, taper=6.0)
+
+    def roundtrip(method):
+        return ((rotate(rotate(x, 30, method), -30, method) - x).norm() / x.norm()).item()
+
+    assert roundtrip("fourier") * 30 < roundtrip("bilinear")
+    assert roundtrip("fourier") < roundtrip("bicubic") < roundtrip("bilinear")
+
+
+def test_rotate_many_matches_single_rotations():
+    x = torch.randn(3, 2, 11, 11)
+    angles = [0, 10, 90, 135, 200, -45]
+    many = rotate_many(x, angles, "bicubic", reflect=True)
+    for i, a in enumerate(angles):
+        assert torch.allclose(many[i], rotate(x, a, "bicubic", reflect=True), atol=1e-6)
+
+
+def test_split_angle_keeps_residual_in_half_open_interval():
+    for a in [-720, -45, 0, 44.9, 45, 45.1, 135, 359.99, 1e3]:
+        k, r = split_angle(a)
+        assert -45 < r <= 45 and 0 <= k < 4
+        assert math.isclose((90 * k + r - a) % 360, 0, abs_tol=1e-6) or math.isclose((90 * k + r - a) % 360, 360)
+    assert is_grid_angle(270) and not is_grid_angle(22.5)
+
+
+def test_bandlimited_images_are_seeded_confined_and_unit_rms():
+    a = bandlimited_images(4, 2, 29, seed=5)
+    b = bandlimited_images(4, 2, 29, seed=5)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, bandlimited_images(4, 2, 29, seed=6))
+    assert (a * ~disk_mask(29)).abs().max() == 0
+    assert torch.allclose(a.pow(2).mean(dim=(-2, -1)), torch.ones(4, 2), atol=1e-5)
+
+
+def test_disk_mask_geometry():
+    m = disk_mask(5)
+    assert m[2, 2] and m[0, 2] and m[2, 4] and not m[0, 0]
+    assert m.sum() == 13
+
+
+def test_bad_method_is_a_usage_error():
+    with pytest.raises(UsageError, match="bicubic"):
+        rotate(torch.zeros(1, 1, 5, 5), 10, "lanczos")
