@@ -325,11 +325,11 @@ def install_escnn_memo() -> None:
                 store[key] = fn(*args, **kwargs)
             return copy.deepcopy(store[key])
 
-        wrapper.__wrapped__ = fn
+        wrapper._equibench_memo = True
         return wrapper
 
     for name in ("_clebsh_gordan_tensor", "_find_tensor_decomposition"):
         fn = getattr(cg, name, None)
-        if fn is not None and not hasattr(fn, "__wrapped__"):
+        if fn is not None and not getattr(fn, "_equibench_memo", False):
             setattr(cg, name, memo(fn))
     _ESCNN_MEMO_INSTALLED = True

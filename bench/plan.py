@@ -10,12 +10,15 @@ from bench.jobs import Job
 from bench.models import MODELS, model_info
 from bench.profiles import Profile
 from bench.protocols import ORDER, PROTOCOLS, protocol_module
-from bench.registry import unknown_name_error
+from bench.registry import load_object, unknown_name_error
 
 
 def _check_models(names: list[str]) -> None:
     for name in names:
-        if ":" not in name and name not in MODELS:
+        if ":" in name:
+            if not callable(load_object(name)):
+                raise UsageError(f"plugin {name!r} is not callable; it must be a model factory")
+        elif name not in MODELS:
             raise unknown_name_error("model", name, MODELS.names())
 
 

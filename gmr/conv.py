@@ -206,7 +206,10 @@ class _GMRConvNd(nn.Module):
             self.register_parameter("bias", None)
         self.log_sigmas: Tensor | None
         if self._gaussian_mixture:
-            log_sigmas = rings.log_initial_sigmas(k, R, self.sigma_scale).to(**factory)
+            fdtype = dtype or torch.get_default_dtype()
+            # sigma itself is rounded to the parameter dtype before the log, as in the official code
+            sig0 = torch.full((R,), rings.initial_sigma(k, R, self.sigma_scale), device=device, dtype=fdtype)
+            log_sigmas = torch.log(sig0)
             if self.train_sigma:
                 self.log_sigmas = nn.Parameter(log_sigmas)
             else:

@@ -30,7 +30,6 @@ the same thing and a kernel trained in one mode is a sensible start for the othe
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -187,11 +186,3 @@ def radius_basis(rho: torch.Tensor, support: torch.Tensor, index: torch.Tensor, 
     return (values * support).mean(-1)[:, index]
 
 
-def kernel_shape(kernel_size: int, ndim: int) -> tuple[int, ...]:
-    return (kernel_size,) * ndim
-
-
-def log_initial_sigmas(kernel_size: int, num_rings: int, sigma_scale: float) -> torch.Tensor:
-    """log of the initial sigmas (float64, length R), the same value for every ring as in the official code."""
-    return torch.full((num_rings,), math.log(initial_sigma(kernel_size, num_rings, sigma_scale)),
-                      dtype=torch.float64)

@@ -38,6 +38,8 @@ class Table:
     columns: list[str]
     rows: list[list[str]]
     numeric: list[bool]
+    key: list[bool] = field(default_factory=list)  # columns shown emphasised (the model name)
+    groups: list[tuple[str, int]] = field(default_factory=list)  # optional header row above: (label, span)
     caption: str = ""
     title: str = ""
     id: str = ""
@@ -84,7 +86,8 @@ def table_from_frame(df: pd.DataFrame, formatters: dict[str, Any] | None = None,
             else:
                 row.append(default(v))
         rows.append(row)
-    return Table(columns=[str(c) for c in cols], rows=rows, numeric=numeric, **kw)
+    return Table(columns=[str(c) for c in cols], rows=rows, numeric=numeric, key=[c == "model" for c in cols],
+                 **kw)
 
 
 # -- run directory ---------------------------------------------------------------------------------------------
@@ -160,7 +163,17 @@ def headline_section(d: pd.DataFrame) -> Section | None:
     if numbers.empty or len(numbers.columns) <= 1:
         return None
     shown = tables.format_headline(numbers, notes.get("acc_unit"))
+    keys = ["model"] + [k for k in tables.HEADLINE_LABELS if k in numbers.columns]
+    spec = [("", "model")] + [tables.HEADLINE_GROUPS[k] for k in keys[1:]]
+    unit = notes.get("acc_unit")
+    spec = [(f"{g} ({unit})" if g == "accuracy" and unit else g, sub) for g, sub in spec]
     t = table_from_frame(shown, default=str, id="headline")
+    t.columns = [sub for _, sub in spec]
+    for g, _ in spec:
+        if t.groups and t.groups[-1][0] == g:
+            t.groups[-1] = (g, t.groups[-1][1] + 1)
+        else:
+            t.groups.append((g, 1))
     bits = []
     if notes.get("dataset"):
         cond = f", trained {notes['condition']}" if notes.get("condition") else ""
@@ -174,10 +187,11 @@ def headline_section(d: pd.DataFrame) -> Section | None:
         bits.append("LEE: mean Lie derivative (local equivariance error).")
     if notes.get("config"):
         cfg = ", ".join(f"{k.replace('_', ' ')} {fmt.plain(v)}" for k, v in sorted(notes["config"].items()))
-        bits.append(f"Cost at the run's most common configuration ({cfg}).")
+        bits.append(f"Cost at the run's most common configuration ({cfg}); a model never measured at one of "
+                    "these values is shown at its own most common one.")
     if any(c.endswith("_ratio") for c in numbers.columns):
-        bits.append("×ref: ratio to the plain baseline measured in this run (cnn for networks, layer_conv2d "
-                    "for layers).")
+        bits.append("× plain baseline: ratio to the plain baseline measured in this run (cnn for networks, "
+                    "layer_conv2d for layers).")
     t.caption = " ".join(bits)
     return Section("headline", "Headline comparison", blocks=_table(t))
 
@@ -212,6 +226,8 @@ def equivariance_section(d: pd.DataFrame, colors: Colors) -> Section | None:
                                                                                 lee["n"])])
             lee_show = lee_show.drop(columns=["mean", "std"]).rename(columns={"n": "seeds"})
             lee_show = lee_show[[c for c in lee_show.columns if c != "seeds"] + ["seeds"]]
+            if (lee_show["seeds"] <= 1).all():
+                lee_show = lee_show.drop(columns="seeds")
             sec.blocks += _table(table_from_frame(
                 lee_show, formatters={"LEE": str, "seeds": fmt.plain}, title="Lie derivative (LEE)",
                 caption="Norm of the derivative of the equivariance error at the identity; mean ± std across "

@@ -112,12 +112,8 @@ def per_angle(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def varying(df: pd.DataFrame, cols: Iterable[str]) -> list[str]:
-    """Those of `cols` that take more than one value in `df` (worth showing as a key column)."""
-    out = []
-    for c in cols:
-        if c in df.columns and len(distinct(df[c])) + int(df[c].isna().any() and df[c].notna().any()) > 1:
-            out.append(c)
-    return out
+    """Those of `cols` that take more than one (non-missing) value in `df` (worth showing as a key column)."""
+    return [c for c in cols if c in df.columns and len(distinct(df[c])) > 1]
 
 
 def choose_weights(eq: pd.DataFrame) -> str | None:
@@ -309,6 +305,24 @@ HEADLINE_LABELS = {
     "params_ratio": "params ×ref",
     "latency_ratio": "latency ×ref",
     "memory_ratio": "memory ×ref",
+}
+
+
+# two-level headers of the HTML headline table: key -> (group, sub-header)
+HEADLINE_GROUPS = {
+    "params": ("", "params"),
+    "acc_upright": ("accuracy", "upright"),
+    "acc_mean": ("accuracy", "rot. mean"),
+    "acc_worst": ("accuracy", "rot. worst"),
+    "eq_mean": ("equivariance error", "mean"),
+    "eq_max": ("equivariance error", "max"),
+    "eq_45": ("equivariance error", "@45°"),
+    "lee": ("", "LEE"),
+    "latency_ms": ("cost", "eval latency (ms)"),
+    "peak_memory_mb": ("cost", "peak memory (MB)"),
+    "params_ratio": ("× plain baseline", "params"),
+    "latency_ratio": ("× plain baseline", "latency"),
+    "memory_ratio": ("× plain baseline", "memory"),
 }
 
 
@@ -505,7 +519,9 @@ def accuracy_summary_table(acc: pd.DataFrame) -> pd.DataFrame:
     s = s.assign(dataset=s["dataset"].fillna(""), condition=s["condition"].fillna(""))
     stats = seed_stats(s, ["dataset", "condition", "model", "summary"])
     rows = []
-    for key, g in stats.groupby(["dataset", "condition", "model"], sort=True):
+    stats = stats.assign(_c=stats["condition"].map(lambda c: (c != "upright", c)))
+    stats = stats.sort_values(["dataset", "_c", "model"], kind="stable").drop(columns="_c")
+    for key, g in stats.groupby(["dataset", "condition", "model"], sort=False):
         row = dict(zip(["dataset", "condition", "model"], key))
         by = g.set_index("summary")
         for name in ACC_SUMMARIES:
@@ -514,9 +530,9 @@ def accuracy_summary_table(acc: pd.DataFrame) -> pd.DataFrame:
                 row[name] = fmt.mean_std(r["mean"], r["std"], r["n"])
         row["seeds"] = int(g["n"].max())
         rows.append(row)
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows).rename(columns={"flip_h": "flip h", "flip_v": "flip v"})
     for col in ("dataset", "condition"):
-        if (out[col] == "").all():
+        if out[col].nunique() <= 1:
             out = out.drop(columns=col)
     if (out["seeds"] <= 1).all():
         out = out.drop(columns="seeds")
@@ -587,22 +603,42 @@ def _ratio_rows(part: pd.DataFrame, config: list[str], label: str) -> list[dict[
 
 
 def efficiency_wide(ratio_long: pd.DataFrame) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-    """(key columns, value columns, rows) for the HTML ratio table; each cell is (value text, ratio text)."""
+    """(key columns, value columns, rows) for the HTML ratio table; each cell is (value text, ratio text).
+
+    A measurement without a config value (e.g. params without a batch size) holds for every value of that
+    column, so it is shown on each of the model's rows that agree on the columns it does have.
+    """
     if ratio_long.empty:
         return [], [], []
     keys = [c for c in ratio_long.columns if c not in ("column", "value", "ratio")]
+    config = keys[1:]
     labels = [lab for lab, *_ in EFFICIENCY_COLUMNS if lab in set(ratio_long["column"])]
     labels += sorted(set(ratio_long["column"]) - set(labels))
-    rows = []
-    long = ratio_long.assign(**{k: ratio_long[k].astype(object).where(ratio_long[k].notna(), None)
-                                for k in keys})
     groups: dict[tuple, dict[str, Any]] = {}
-    for rec in long.to_dict("records"):
-        key = tuple(rec[k] for k in keys)
+    for rec in ratio_long.to_dict("records"):
+        key = tuple(None if fmt.is_missing(rec[k]) else rec[k] for k in keys)
         groups.setdefault(key, {})[rec["column"]] = rec
-    for key in sorted(groups, key=lambda k: tuple((fmt.is_missing(v), str(v) if isinstance(v, str) else
-                                                   (0 if fmt.is_missing(v) else float(v))) for v in k)):
-        cells = groups[key]
+    def covers(big: tuple, small: tuple) -> bool:
+        """`big` is a more specific configuration of the same model that agrees with `small`."""
+        return (big != small and big[0] == small[0]
+                and all(v is None or v == bv for v, bv in zip(small[1:], big[1:]))
+                and sum(v is not None for v in big) > sum(v is not None for v in small))
+
+    maximal = [k for k in groups if not any(covers(o, k) for o in groups)]
+    merged: dict[tuple, dict[str, Any]] = {k: dict(groups[k]) for k in maximal}
+    for key, cells in groups.items():
+        if key in merged:
+            continue
+        for target in (k for k in maximal if covers(k, key)):
+            for lab, rec in cells.items():
+                merged[target].setdefault(lab, rec)
+
+    def order(k: tuple) -> tuple:
+        return (str(k[0]), *((1, 0.0) if v is None else (0, float(v)) for v in k[1:]))
+
+    rows = []
+    for key in sorted(merged, key=order):
+        cells = merged[key]
         row = {"keys": [fmt.plain(v) for v in key], "cells": []}
         for lab in labels:
             rec = cells.get(lab)
@@ -613,6 +649,11 @@ def efficiency_wide(ratio_long: pd.DataFrame) -> tuple[list[str], list[str], lis
             ratio = "" if fmt.is_missing(rec["ratio"]) else fmt.ratio(rec["ratio"])
             row["cells"].append((val, ratio))
         rows.append(row)
+    # drop config columns that are empty on every shown row
+    keep = [0] + [i for i in range(1, len(keys)) if any(r["keys"][i] != fmt.DASH for r in rows)]
+    keys = [keys[i] for i in keep]
+    for r in rows:
+        r["keys"] = [r["keys"][i] for i in keep]
     return keys, labels, rows
 
 

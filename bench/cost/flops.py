@@ -36,10 +36,17 @@ def count_flops_by_op(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict
     return totals
 
 
-def model_flops(model: torch.nn.Module, x: torch.Tensor, mode: str) -> int:
-    """FLOPs of one eval forward (mode 'eval') or one train step = forward + backward (mode 'train')."""
-    step = make_step(model, x, mode)
+def steady_flops(step: Callable[[], Any], warmup: int = 1) -> int:
+    """FLOPs of one call of `step` after `warmup` uncounted calls, so one-time work (a kernel cache built on
+    the first eval forward, as GMRConv2d does) is not counted, like in the timed steady state."""
+    for _ in range(warmup):
+        step()
     return count_flops(step)
+
+
+def model_flops(model: torch.nn.Module, x: torch.Tensor, mode: str, warmup: int = 1) -> int:
+    """Steady-state FLOPs of one eval forward (mode 'eval') or one train step = forward + backward ('train')."""
+    return steady_flops(make_step(model, x, mode), warmup)
 
 
 # -- analytic formulas (per batch; stride 1, 'same' padding, output H×W = input H×W) -----------------------

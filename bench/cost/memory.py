@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from bench.cost.steps import is_oom
-from bench.cost.timing import synchronize, warm_up
+from bench.cost.timing import warm_up
 
 MIB = 2**20
 UNIT = "MiB"
@@ -183,7 +183,7 @@ class ProbeSpec:
     """What the memprobe child builds and measures (JSON-serialisable)."""
 
     model: str
-    mode: str = "train"
+    modes: list[str] = field(default_factory=lambda: ["eval", "train"])  # measured one after the other
     in_channels: int = 1
     num_classes: int = 10
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -207,19 +207,31 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def probe_cpu_subprocess(spec: ProbeSpec, *, timeout: float = 600.0) -> MemoryResult:
-    """Run ``python -m bench.cost.memprobe`` in a fresh process and parse its result."""
+def probe_cpu_subprocess(spec: ProbeSpec, *, timeout: float = 600.0) -> dict[str, MemoryResult]:
+    """Run ``python -m bench.cost.memprobe`` in a fresh process; one `MemoryResult` per mode of `spec`.
+
+    Modes are measured one after the other in that process (baseline and high-water mark are reset before each
+    step). A mode the child did not report gets the child's failure: "timeout", "oom" (killed by SIGKILL, the
+    kernel OOM killer's signal) or "error" with the tail of its stderr.
+    """
     cmd = [sys.executable, "-m", "bench.cost.memprobe", "--spec", spec.to_json()]
+    results: dict[str, MemoryResult] = {}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_child_env())
     except subprocess.TimeoutExpired:
-        return MemoryResult(status="timeout", mode=spec.mode, message=f"memory probe exceeded {timeout:.0f} s")
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_MARKER):
-            return MemoryResult(**json.loads(line[len(RESULT_MARKER):]))
-    if proc.returncode in (-9, 137):
-        return MemoryResult(status="oom", mode=spec.mode,
-                            message="memory probe killed by SIGKILL (likely the kernel OOM killer)")
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-    return MemoryResult(status="error", mode=spec.mode,
-                        message=f"memory probe exited {proc.returncode}: " + " | ".join(tail)[:800])
+        fail = MemoryResult(status="timeout", message=f"memory probe exceeded {timeout:.0f} s")
+    else:
+        for line in proc.stdout.splitlines():
+            if line.startswith(RESULT_MARKER):
+                res = MemoryResult(**json.loads(line[len(RESULT_MARKER):]))
+                results[str(res.mode)] = res
+        if proc.returncode in (-9, 137):
+            fail = MemoryResult(status="oom", message="memory probe killed by SIGKILL (likely the kernel OOM killer)")
+        else:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            fail = MemoryResult(status="error",
+                                message=f"memory probe exited {proc.returncode}: " + " | ".join(tail)[:800])
+    for mode in spec.modes:
+        if mode not in results:
+            results[mode] = MemoryResult(status=fail.status, mode=mode, message=fail.message)
+    return results

@@ -23,7 +23,8 @@ def _emit(result: MemoryResult) -> None:
     sys.stdout.flush()
 
 
-def run_probe(spec: ProbeSpec) -> MemoryResult:
+def run_probe(spec: ProbeSpec) -> None:
+    """Build the model once, then measure each mode of `spec`, emitting one result line per mode."""
     import torch
 
     from bench.cost.steps import is_oom, make_input, make_step, parse_dtype
@@ -31,10 +32,12 @@ def run_probe(spec: ProbeSpec) -> MemoryResult:
 
     torch.set_num_threads(max(1, int(spec.threads)))
     torch.manual_seed(spec.seed)
+    pending = list(spec.modes)
 
     def on_exceed(rss_mb: float) -> None:
-        _emit(MemoryResult(status="oom", mode=spec.mode, peak_mb=rss_mb,
-                           message=f"probe RSS {rss_mb:.0f} MiB exceeded max_memory_mb={spec.max_memory_mb:g}"))
+        msg = f"probe RSS {rss_mb:.0f} MiB exceeded max_memory_mb={spec.max_memory_mb:g}"
+        for mode in pending:
+            _emit(MemoryResult(status="oom", mode=mode, peak_mb=rss_mb, message=msg))
         os._exit(0)
 
     monitor = RssMonitor(limit_mb=spec.max_memory_mb, on_exceed=on_exceed)
@@ -44,12 +47,24 @@ def run_probe(spec: ProbeSpec) -> MemoryResult:
         try:
             model = create_model(spec.model, spec.in_channels, spec.num_classes, **spec.model_kwargs).to(dtype=dtype)
             x = make_input(spec.batch, spec.in_channels, spec.resolution, dtype=dtype, seed=spec.seed)
-            step = make_step(model, x, spec.mode)
         except Exception as exc:  # noqa: BLE001
-            if is_oom(exc):
-                return MemoryResult(status="oom", mode=spec.mode, message=f"during setup: {exc}"[:500])
-            raise
-        return cpu_step_memory_in_process(step, warmup=spec.warmup, mode=spec.mode, monitor=monitor)
+            if not is_oom(exc):
+                raise
+            for mode in list(pending):
+                _emit(MemoryResult(status="oom", mode=mode, message=f"during setup: {exc}"[:500]))
+            return
+        while pending:
+            mode = pending[0]
+            step = None
+            try:
+                step = make_step(model, x, mode)
+                result = cpu_step_memory_in_process(step, warmup=spec.warmup, mode=mode, monitor=monitor)
+            except Exception as exc:  # noqa: BLE001 - reported per mode
+                traceback.print_exc()
+                result = MemoryResult(status="error", mode=mode, message=f"{type(exc).__name__}: {exc}"[:800])
+            del step
+            _emit(result)
+            pending.pop(0)
     finally:
         monitor.stop()
 
@@ -63,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.calibrate:
         from bench.cost.memory import probe_cpu_subprocess
 
-        spec = ProbeSpec(model="bench.cost.calibration:alloc_model", mode="eval", model_kwargs={"mb": args.mb})
-        res = probe_cpu_subprocess(spec)
+        spec = ProbeSpec(model="bench.cost.calibration:alloc_model", modes=["eval"], model_kwargs={"mb": args.mb})
+        res = probe_cpu_subprocess(spec)["eval"]
         print(json.dumps(res.as_dict(), indent=1))
         if res.status != "ok" or res.step_mb is None:
             return 1
@@ -74,12 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.spec:
         parser.error("--spec or --calibrate is required")
     spec = ProbeSpec(**json.loads(args.spec))
-    try:
-        result = run_probe(spec)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as a row status
-        traceback.print_exc()
-        result = MemoryResult(status="error", mode=spec.mode, message=f"{type(exc).__name__}: {exc}"[:800])
-    _emit(result)
+    run_probe(spec)  # an exception here (e.g. the build fails) exits non-zero; the parent reports stderr
     return 0
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch.utils.benchmark import Timer
+from torch.utils.benchmark import Measurement, Timer
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,14 @@ def warm_up(fn: Callable[[], Any], n: int, device: torch.device | str | None = N
     synchronize(device)
 
 
-def time_callable(fn: Callable[[], Any], *, warmup: int = 3, min_run_time: float = 0.2,
+def time_callable(fn: Callable[[], Any], *, warmup: int = 3, min_run_time: float = 0.2, min_runs: int = 5,
                   threads: int | None = None, device: torch.device | str | None = None,
                   timer: Callable[[], float] | None = None) -> TimingResult:
     """Median/IQR seconds per call of `fn()` after `warmup` untimed calls, at `threads` torch threads.
+
+    When `blocked_autorange` ends with fewer than `min_runs` measurements (slow calls: one block can fill
+    `min_run_time`), further blocks of the same size are timed until there are `min_runs`, so the IQR is
+    never computed from one or two samples.
 
     `timer` (a clock, for tests) is passed to `torch.utils.benchmark.Timer`; leave it None to keep the Timer's
     own clock, which synchronises the accelerator (CUDA) before reading the time.
@@ -79,6 +83,11 @@ def time_callable(fn: Callable[[], Any], *, warmup: int = 3, min_run_time: float
         extra = {} if timer is None else {"timer": timer}
         t = Timer(stmt="fn()", globals={"fn": fn}, num_threads=n_threads, **extra)
         m = t.blocked_autorange(min_run_time=min_run_time)
+        raw = list(m.raw_times)
+        while len(raw) < min_runs:
+            raw.extend(t.timeit(number=m.number_per_run).raw_times)
+        if len(raw) != len(m.raw_times):
+            m = Measurement(number_per_run=m.number_per_run, raw_times=raw, task_spec=m.task_spec)
     return TimingResult(
         median_s=float(m.median), iqr_s=float(m.iqr), mean_s=float(m.mean), runs=len(m.times),
         number_per_run=int(m.number_per_run), warmup=int(warmup), threads=n_threads,

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from bench.cost.flops import UNIT as FLOP_UNIT
-from bench.cost.flops import count_flops
+from bench.cost.flops import steady_flops
 from bench.cost.memory import UNIT as MEM_UNIT
 from bench.cost.memory import MemoryResult, ProbeSpec, cuda_step_memory, probe_cpu_subprocess
 from bench.cost.ratios import ratio_table  # noqa: F401 - re-exported for the report
@@ -79,6 +79,7 @@ DEFAULTS: dict[str, Any] = {
     "threads": None,            # None: the run's threads (profile), else torch's current count
     "warmup": 3,
     "min_run_time": 0.2,        # seconds of timed calls per (point, mode)
+    "min_runs": 5,              # at least this many timed blocks (for a meaningful IQR)
     # memory
     "memory_warmup": 1,
     "memory_timeout_s": 600,
@@ -158,6 +159,7 @@ def validate_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     s["level"] = None if s["level"] == "auto" else s["level"]
     if not _is_int(s["warmup"]) or s["warmup"] < 0:
         raise _fail("warmup", s["warmup"], "an integer >= 0")
+    s["min_runs"] = _pos_int("min_runs", s["min_runs"])
     if not _is_int(s["memory_warmup"]) or s["memory_warmup"] < 0:
         raise _fail("memory_warmup", s["memory_warmup"], "an integer >= 0")
     s["min_run_time"] = _pos_float("min_run_time", s["min_run_time"])
@@ -286,9 +288,10 @@ class _Measurer:
 
         modes = [m for m in self.s["modes"] if m != "eval_exported"]
         skip: dict[str, str] = {}  # mode -> message, for modes whose memory probe ran out of memory
-        if "peak_memory_mb" in metrics:
+        if "peak_memory_mb" in metrics and modes:
+            results = self.memory(model, x, point, in_channels, kw, modes)
             for mode in modes:
-                res = self.memory(model, x, point, in_channels, kw, mode)
+                res = results[mode]
                 rows += self._memory_rows(res, mode)
                 if res.status == "oom":
                     skip[mode] = f"skipped: the memory probe ran out of memory ({res.message})"
@@ -309,35 +312,42 @@ class _Measurer:
                 rows += [_failed(m, mode, "oom", skip[mode]) for m in ("flops", "latency_ms") if m in metrics]
                 continue
             if "flops" in metrics:
-                rows.append(self._guarded("flops", mode, lambda: [
-                    _row("flops", count_flops(self._step(target, x, mode)), FLOP_UNIT, mode)]))
+                rows += self._guarded("flops", self.flops, target, x, mode)
             if "latency_ms" in metrics:
-                rows += self._guarded_many("latency_ms", mode, lambda: self.latency(target, x, mode))
-        del x, exp_model
+                rows += self._guarded("latency_ms", self.latency, target, x, mode)
         return rows
 
     @staticmethod
     def _step(model: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[], Any]:
         return eval_step(model, x) if mode == "eval_exported" else make_step(model, x, mode)
 
+    def flops(self, model: torch.nn.Module, x: torch.Tensor, mode: str) -> list[dict[str, Any]]:
+        return [_row("flops", steady_flops(self._step(model, x, mode), warmup=1), FLOP_UNIT, mode)]
+
     def latency(self, model: torch.nn.Module, x: torch.Tensor, mode: str) -> list[dict[str, Any]]:
         step = self._step(model, x, mode)
         t = time_callable(step, warmup=self.s["warmup"], min_run_time=self.s["min_run_time"],
-                          threads=self.threads, device=self.device)
+                          min_runs=self.s["min_runs"], threads=self.threads, device=self.device)
         return [_row("latency_ms", t.median_ms, "ms", mode, stat="median", runs=t.runs),
                 _row("latency_ms", t.iqr_ms, "ms", mode, stat="iqr", runs=t.runs)]
 
     def memory(self, model: torch.nn.Module, x: torch.Tensor, point: Point, in_channels: int,
-               kw: dict[str, Any], mode: str) -> MemoryResult:
+               kw: dict[str, Any], modes: list[str]) -> dict[str, MemoryResult]:
         if self.device.type == "cuda":
-            try:
-                step = make_step(model, x, mode)
-                return cuda_step_memory(step, self.device, warmup=self.s["memory_warmup"], mode=mode)
-            except Exception as exc:  # noqa: BLE001
-                return MemoryResult(status="error", mode=mode, message=f"{type(exc).__name__}: {exc}"[:500])
+            out = {}
+            for mode in modes:
+                try:
+                    step = make_step(model, x, mode)
+                    out[mode] = cuda_step_memory(step, self.device, warmup=self.s["memory_warmup"], mode=mode)
+                except Exception as exc:  # noqa: BLE001
+                    out[mode] = MemoryResult(status="error", mode=mode, message=f"{type(exc).__name__}: {exc}"[:500])
+                step = None
+                self.release()
+            return out
         if self.device.type != "cpu":
-            return MemoryResult(status="error", mode=mode, message=f"no peak-memory probe for {self.device.type}")
-        spec = ProbeSpec(model=self.name, mode=mode, in_channels=in_channels, num_classes=self.s["num_classes"],
+            return {m: MemoryResult(status="error", mode=m, message=f"no peak-memory probe for {self.device.type}")
+                    for m in modes}
+        spec = ProbeSpec(model=self.name, modes=list(modes), in_channels=in_channels, num_classes=self.s["num_classes"],
                          model_kwargs=kw, batch=point.batch, resolution=point.resolution,
                          dtype=str(self.dtype).replace("torch.", ""), threads=self.threads, seed=self.job.seed,
                          warmup=self.s["memory_warmup"], max_memory_mb=self.s["max_memory_mb"])
@@ -354,12 +364,11 @@ class _Measurer:
             rows.append(_row("peak_memory_mb", res.reserved_mb, MEM_UNIT, mode, memory="reserved", **extra))
         return rows
 
-    def _guarded(self, metric: str, mode: str, fn: Callable[[], list[dict[str, Any]]]) -> dict[str, Any]:
-        return self._guarded_many(metric, mode, fn)[0]
-
-    def _guarded_many(self, metric: str, mode: str, fn: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    def _guarded(self, metric: str, fn: Callable[..., list[dict[str, Any]]], model: torch.nn.Module,
+                 x: torch.Tensor, mode: str) -> list[dict[str, Any]]:
+        """`fn(model, x, mode)`; an exception becomes one row with status oom|error (the sweep goes on)."""
         try:
-            return fn()
+            return fn(model, x, mode)
         except MissingDependencyError:
             raise
         except Exception as exc:  # noqa: BLE001 - recorded as a row status, the sweep goes on

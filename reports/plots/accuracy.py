@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from reports import tables
-from reports.plots.common import REFLECT_STYLE, Colors, Plot, figure, finish, style
+from reports.plots.common import REFLECT_STYLE, STYLE_KEY, Colors, Plot, figure, finish, style
 
 
 def accuracy_vs_angle(acc: pd.DataFrame, colors: Colors) -> Plot | None:
@@ -49,7 +49,7 @@ def accuracy_vs_angle(acc: pd.DataFrame, colors: Colors) -> Plot | None:
             axes[j // ncols][j % ncols].set_visible(False)
         handles = [Line2D([], [], color=colors(m), label=m) for m in sorted(models_seen)]
         for r in sorted(reflects_seen - {"none"}):
-            handles.append(Line2D([], [], color="#333", linestyle=REFLECT_STYLE.get(r, "-."),
+            handles.append(Line2D([], [], color=STYLE_KEY, linestyle=REFLECT_STYLE.get(r, "-."),
                                   label=f"flip {r} ∘ rotation"))
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False)
         return finish(fig, "Accuracy vs rotation angle",

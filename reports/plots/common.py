@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 DPI = 160  # figures are drawn at ~1.6x their CSS size so they stay sharp on high-density screens
-WIDTH_IN = 9.0
+WIDTH_IN = 11.0  # ~1100 CSS px: the report's content width
 
 STYLE = {
     "font.family": "DejaVu Sans",
@@ -42,8 +42,9 @@ STYLE = {
 }
 
 # colour-blind-safe categorical palette (Okabe-Ito, then tab10 extras)
-PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442",
-           "#8c564b", "#7f7f7f", "#bcbd22", "#17becf", "#9467bd", "#d62728"]
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8c564b", "#9467bd",
+           "#d62728", "#bcbd22", "#17becf", "#7f7f7f"]
+STYLE_KEY = "#6b7785"  # legend entries that explain a line style, not a model
 REFLECT_STYLE = {"none": "-", "h": "--", "v": ":"}
 
 
@@ -103,3 +104,13 @@ def legend_outside(ax, handles=None, labels=None, ncol: int = 1) -> None:
     if handles:
         ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=ncol,
                   borderaxespad=0.0, handlelength=2.4)
+
+
+def plain_log_ticks(axis) -> None:
+    """Log-scale ticks as plain numbers at 1-2-5 steps (for axes spanning a few decades, e.g. ms or MB)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_locator(NullLocator())
+    axis.set_minor_formatter(NullFormatter())

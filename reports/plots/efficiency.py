@@ -6,7 +6,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from reports import tables
-from reports.plots.common import Colors, Plot, figure, finish, legend_outside, style
+from reports.plots.common import STYLE_KEY, Colors, Plot, figure, finish, legend_outside, plain_log_ticks, style
 
 MODE_STYLE = {"eval": "-", "train": "--", "eval_exported": ":"}
 
@@ -39,7 +39,7 @@ def _sweep_plot(rows: pd.DataFrame, x: str, colors: Colors, ylabel: str, title: 
         return None
     modes = sorted({mode for (_, mode), _ in lines})
     with style():
-        fig, axes = figure(height_in=3.2, width_in=7.5)
+        fig, axes = figure(height_in=3.2, width_in=8.5)
         ax = axes[0][0]
         for (model, mode), g in lines:
             g = g.sort_values(x)
@@ -48,12 +48,13 @@ def _sweep_plot(rows: pd.DataFrame, x: str, colors: Colors, ylabel: str, title: 
         ax.set_xticks(xs, [f"{v:g}" for v in xs])
         if logy:
             ax.set_yscale("log")
+            plain_log_ticks(ax.yaxis)
         ax.set_xlabel(x.replace("_", " "))
         ax.set_ylabel(ylabel)
         handles = [Line2D([], [], color=colors(m), marker="o", label=m)
                    for m in sorted({m for (m, _), _ in lines})]
         if len(modes) > 1:
-            handles += [Line2D([], [], color="#333", linestyle=MODE_STYLE.get(md, "-."), label=md or "—")
+            handles += [Line2D([], [], color=STYLE_KEY, linestyle=MODE_STYLE.get(md, "-."), label=md or "—")
                         for md in modes]
         legend_outside(ax, handles, [h.get_label() for h in handles])
         return finish(fig, title, caption)
@@ -84,7 +85,7 @@ def pareto(df: pd.DataFrame, colors: Colors) -> Plot | None:
     if len(p) < 2:
         return None
     with style():
-        fig, axes = figure(height_in=3.4, width_in=7.5)
+        fig, axes = figure(height_in=3.4, width_in=8.5)
         ax = axes[0][0]
         front = p[p["on_front"]].sort_values("latency_ms")
         ax.step(front["latency_ms"], front["accuracy"], where="post", color="#9aa3ad", linewidth=1.2,
@@ -96,8 +97,11 @@ def pareto(df: pd.DataFrame, colors: Colors) -> Plot | None:
             ax.annotate(rec["model"], (rec["latency_ms"], rec["accuracy"]), xytext=(5, 4),
                         textcoords="offset points", fontsize=8, color="#222")
         ax.set_xscale("log")
+        plain_log_ticks(ax.xaxis)
         ax.set_xlabel("eval latency (ms, log scale)")
-        ax.set_ylabel("mean rotated accuracy")
+        units = tables.distinct(df.loc[(df["protocol"] == "accuracy") & (df["metric"] == "accuracy"), "unit"])
+        unit = f" ({units[0]})" if len(units) == 1 and units[0] else ""
+        ax.set_ylabel(f"mean rotated accuracy{unit}")
         handles = [Line2D([], [], color="#9aa3ad", label="Pareto front"),
                    Line2D([], [], color="#666", marker="o", linestyle="", markeredgecolor="black",
                           label="on the front")]

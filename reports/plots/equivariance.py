@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import LogLocator, NullLocator
 
 from reports import tables
-from reports.plots.common import REFLECT_STYLE, Colors, Plot, figure, finish, style
+from reports.plots.common import REFLECT_STYLE, STYLE_KEY, Colors, Plot, figure, finish, style
 
 
 def _panels(e: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
@@ -65,6 +66,8 @@ def error_vs_angle(eq: pd.DataFrame, colors: Colors, weights: str | None) -> Plo
                     models_seen.append(model)
                 reflects_seen.add(reflect)
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10, numticks=6))
+            ax.yaxis.set_minor_locator(NullLocator())
             ax.set_xlim(0, 360)
             ax.set_xticks(range(0, 361, 45))
             title = " · ".join(str(k) for k in key if k) or "output"
@@ -78,9 +81,9 @@ def error_vs_angle(eq: pd.DataFrame, colors: Colors, weights: str | None) -> Plo
             axes[j // ncols][j % ncols].set_visible(False)
         handles = [Line2D([], [], color=colors(m), label=m) for m in sorted(models_seen)]
         if "h" in reflects_seen or "v" in reflects_seen:
-            handles.append(Line2D([], [], color="#333", linestyle="-", label="rotation"))
+            handles.append(Line2D([], [], color=STYLE_KEY, linestyle="-", label="rotation"))
             for r in sorted(reflects_seen - {"none"}):
-                handles.append(Line2D([], [], color="#333", linestyle=REFLECT_STYLE.get(r, "-."),
+                handles.append(Line2D([], [], color=STYLE_KEY, linestyle=REFLECT_STYLE.get(r, "-."),
                                       label=f"flip {r} ∘ rotation"))
         if has_floor:
             handles.append(Patch(color="#9aa3ad", alpha=0.35, label="interpolation floor"))
@@ -103,7 +106,7 @@ def layer_attribution(eq: pd.DataFrame, colors: Colors, weights: str | None) -> 
     nrows = math.ceil(len(models) / ncols)
     n_layers = int(la.groupby("model").size().max())
     with style():
-        fig, axes = figure(height_in=nrows * (0.6 + 0.24 * n_layers) + 0.3, ncols=ncols, nrows=nrows)
+        fig, axes = figure(height_in=nrows * (0.7 + 0.22 * n_layers) + 0.2, ncols=ncols, nrows=nrows)
         for i, model in enumerate(models):
             ax = axes[i // ncols][i % ncols]
             m = la[la["model"] == model].sort_values("order")
@@ -111,11 +114,10 @@ def layer_attribution(eq: pd.DataFrame, colors: Colors, weights: str | None) -> 
             ax.barh(y, m["value"], color=colors(model), height=0.65)
             ax.set_yticks(y, [str(v) for v in m["layer"]])
             ax.invert_yaxis()
-            if (m["value"] > 0).all():
-                ax.set_xscale("log")
             ax.set_title(model, loc="left")
             ax.set_xlabel("equivariance error")
             ax.grid(axis="y", visible=False)
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
         for j in range(len(models), nrows * ncols):
             axes[j // ncols][j % ncols].set_visible(False)
         what = f" ({weights} weights)" if weights else ""

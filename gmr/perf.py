@@ -1,0 +1,173 @@
+"""Layer-level timing grid: ours vs the official GMR-Conv vs ``nn.Conv2d`` (script mode, not a test).
+
+    python -m gmr.perf                      # the issue's grid: k 3..11, C 16/64, 32^2 and 64^2, batch 16
+    python -m gmr.perf --quick              # a 4-point smoke grid
+    python -m gmr.perf --calibrate          # also time ours with impl forced to dense / two_stage
+
+Each cell is the median of ``torch.utils.benchmark.Timer.blocked_autorange`` (which synchronises CUDA). ``eval``
+is a forward under ``torch.no_grad`` in eval mode (cached kernels); ``train`` is forward + backward in train mode
+with an input that requires grad (as for a hidden layer), parameter grads reset every step. The official layer
+is built with keyword arguments (its positional ``dw_fwd`` bug) and always runs its "dw" two-stage path in 2D.
+Prints a markdown table with the ratios official/ours (> 1: ours faster) and ours/conv2d, and geometric means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import itertools
+import math
+import platform
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.benchmark import Timer
+
+from .conv import GMRConv2d
+
+FULL_GRID = {"kernel_size": (3, 5, 7, 9, 11), "channels": (16, 64), "size": (32, 64)}
+QUICK_GRID = {"kernel_size": (5, 9), "channels": (16,), "size": (32, 64)}
+
+
+def make_layers(kind: str, channels: int, kernel_size: int, device: str, impl: str = "auto") -> nn.Module:
+    """One layer of the compared kind: ``ours``, ``official`` or ``conv2d`` (C -> C channels, 'same' padding)."""
+    pad = kernel_size // 2
+    if kind == "ours":
+        return GMRConv2d(channels, channels, kernel_size, padding=pad, impl=impl).to(device)
+    if kind == "official":
+        from GMR_Conv.gmr_conv import GMR_Conv2d  # noqa: PLC0415 - optional reference package
+
+        return GMR_Conv2d(in_channels=channels, out_channels=channels, kernel_size=kernel_size,
+                          padding=pad).to(device)
+    if kind == "conv2d":
+        return nn.Conv2d(channels, channels, kernel_size, padding=pad).to(device)
+    raise ValueError(f"unknown layer kind {kind!r}; valid: ours, official, conv2d")
+
+
+def step_fn(layer: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], Any]:
+    """A zero-argument callable doing one eval forward or one train forward+backward."""
+    if mode == "eval":
+        layer.eval()
+
+        def run_eval() -> Any:
+            with torch.no_grad():
+                return layer(x)
+
+        return run_eval
+    if mode != "train":
+        raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+    layer.train()
+    xg = x.detach().clone().requires_grad_(True)
+    params = [p for p in layer.parameters() if p.requires_grad]
+
+    def run_train() -> Any:
+        for p in (*params, xg):
+            p.grad = None
+        out = layer(xg)
+        out.backward(torch.ones_like(out))
+        return out
+
+    return run_train
+
+
+def time_ms(fn: Callable[[], Any], min_run_time: float) -> float:
+    fn()  # warm-up (also builds eval caches)
+    return Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).blocked_autorange(
+        min_run_time=min_run_time).median * 1e3
+
+
+def measure(kernel_size: int, channels: int, size: int, mode: str, *, batch: int = 16, device: str = "cpu",
+            min_run_time: float = 0.5, kinds: Iterable[str] = ("official", "ours", "conv2d"),
+            calibrate: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Times (ms) of each layer kind at one grid point; ``ours_impl`` is what ``auto`` chose."""
+    torch.manual_seed(seed)
+    x = torch.randn(batch, channels, size, size, device=device)
+    row: dict[str, Any] = {"k": kernel_size, "C": channels, "size": size, "mode": mode}
+    for kind in kinds:
+        layer = make_layers(kind, channels, kernel_size, device)
+        row[kind] = time_ms(step_fn(layer, x, mode), min_run_time)
+        if kind == "ours":
+            layer.train(mode == "train")
+            with torch.set_grad_enabled(mode == "train"):
+                row["ours_impl"] = layer.resolve_impl(x)
+    if calibrate:
+        for impl in ("dense", "two_stage"):
+            layer = make_layers("ours", channels, kernel_size, device, impl=impl)
+            row[f"ours_{impl}"] = time_ms(step_fn(layer, x, mode), min_run_time)
+    return row
+
+
+def geomean(values: Iterable[float]) -> float:
+    vals = [v for v in values if v > 0 and math.isfinite(v)]
+    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of a measured grid plus geometric-mean summary lines."""
+    calib = any("ours_dense" in r for r in rows)
+    head = ["mode", "k", "C", "size", "official ms", "ours ms", "ours impl", "conv2d ms", "official/ours",
+            "ours/conv2d"]
+    if calib:
+        head += ["dense ms", "two_stage ms", "auto picked faster"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["mode"], r["k"], r["C"], f"{r['size']}²", f"{r['official']:.2f}", f"{r['ours']:.2f}",
+                 r["ours_impl"], f"{r['conv2d']:.2f}", f"{r['official'] / r['ours']:.2f}",
+                 f"{r['ours'] / r['conv2d']:.2f}"]
+        if calib:
+            best = "dense" if r["ours_dense"] <= r["ours_two_stage"] else "two_stage"
+            cells += [f"{r['ours_dense']:.2f}", f"{r['ours_two_stage']:.2f}",
+                      "yes" if best == r["ours_impl"] else "no"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines.append("")
+    for mode in ("eval", "train"):
+        sub = [r for r in rows if r["mode"] == mode]
+        if not sub:
+            continue
+        g_off = geomean(r["official"] / r["ours"] for r in sub)
+        g_conv = geomean(r["ours"] / r["conv2d"] for r in sub)
+        worst = min(r["official"] / r["ours"] for r in sub)
+        lines.append(f"- {mode}: geomean official/ours = {g_off:.2f}x (worst point {worst:.2f}x), "
+                     f"geomean ours/conv2d = {g_conv:.2f}")
+    return "\n".join(lines)
+
+
+def machine_note(device: str) -> str:
+    torch_info = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} ({torch_info})"
+    return f"{platform.processor() or platform.machine()} CPU, {torch_info}, {platform.platform()}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--min-run-time", type=float, default=0.5)
+    ap.add_argument("--quick", action="store_true", help="4-point grid")
+    ap.add_argument("--calibrate", action="store_true", help="also time impl=dense and impl=two_stage")
+    ap.add_argument("--modes", default="eval,train")
+    ap.add_argument("--kernel-sizes", default=None, help="comma list overriding the grid's kernel sizes")
+    ap.add_argument("--channels", default=None, help="comma list overriding the grid's channels")
+    ap.add_argument("--sizes", default=None, help="comma list overriding the grid's input sizes")
+    args = ap.parse_args(argv)
+    grid = dict(QUICK_GRID if args.quick else FULL_GRID)
+    for key, opt in (("kernel_size", args.kernel_sizes), ("channels", args.channels), ("size", args.sizes)):
+        if opt:
+            grid[key] = tuple(int(v) for v in opt.split(","))
+    rows = []
+    for mode in args.modes.split(","):
+        for k, c, s in itertools.product(grid["kernel_size"], grid["channels"], grid["size"]):
+            row = measure(k, c, s, mode, batch=args.batch, device=args.device, min_run_time=args.min_run_time,
+                          calibrate=args.calibrate)
+            rows.append(row)
+            print(f"# {row}", flush=True)
+    print(f"\nMeasured {_dt.date.today().isoformat()} on {machine_note(args.device)}, batch {args.batch}, "
+          f"min_run_time {args.min_run_time}s\n")
+    print(markdown_table(rows))
+
+
+if __name__ == "__main__":
+    main()
