@@ -261,3 +261,29 @@ def pop_unused(kw: dict[str, Any], name: str) -> None:
     """Reject keyword arguments a factory does not understand (a typo must not pass silently)."""
     if kw:
         raise UsageError(f"model {name!r} got unexpected keyword arguments: {', '.join(sorted(kw))}")
+
+
+def bilinear_conv_count(make_conv: Callable[[int, int], nn.Module]) -> Callable[[int, int], int]:
+    """Parameter count of conv(c_in, c_out) as an exact bilinear function fitted on four tiny builds.
+
+    Any conv whose parameters are a*c_in*c_out + b*c_in + c*c_out + d (plain, GMR: weights C_out*C_in*R, sigmas R,
+    bias C_out) is reproduced exactly; used by the width search so that it never builds full networks.
+    """
+    p = {(i, o): param_count(make_conv(i, o)) for i in (1, 2) for o in (1, 2)}
+    a = p[2, 2] - p[2, 1] - p[1, 2] + p[1, 1]
+    b = p[2, 1] - p[1, 1] - a
+    c = p[1, 2] - p[1, 1] - a
+    d = p[1, 1] - a - b - c
+    return lambda ci, co: a * ci * co + b * ci + c * co + d
+
+
+def plain_family_count(
+    conv_count: Callable[[int, int, int], int], in_channels: int, num_classes: int, widths: Sequence[int],
+    kernels: Sequence[int] = KERNELS,
+) -> int:
+    """Parameters of the plain-tensor backbone (BatchNorm2d affine, linear head) with conv counts `conv_count`."""
+    n, c_in = 0, in_channels
+    for c_out, k in zip(widths, kernels):
+        n += conv_count(k, c_in, c_out) + 2 * c_out
+        c_in = c_out
+    return n + c_in * num_classes + num_classes

@@ -172,6 +172,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     (out / "profile.json").write_text(json.dumps(asdict(profile), indent=2, sort_keys=True))
     ctx = RunContext(out_dir=out, device=device, dtype=dtype, data_dir=args.data_dir, download=args.download,
                      threads=threads, progress=sys.stderr.isatty())
+    if args.resume:
+        from bench.executors import ingest_orphans
+
+        ingest_orphans(store)  # records of submitit workers whose parent died
     todo = pending_jobs(jobs, store, args.resume)
     print(f"{len(todo)} of {len(jobs)} jobs to run -> {out}", file=sys.stderr)
     if profile.executor == "submitit":
