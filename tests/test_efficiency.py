@@ -141,11 +141,11 @@ def test_threads_fixed_during_measurement_and_restored(tmp_path):
 
 
 def test_oom_points_are_recorded_and_the_sweep_continues(tmp_path):
-    # the model raises torch.OutOfMemoryError for inputs wider than 20 px; 64 sits between two good points
+    # the model raises torch.OutOfMemoryError for inputs wider than 64 px (its default max_side); 96 sits between two good points
     rows = run("bench.cost.calibration:oom_model", tmp_path, level="layer", metrics=NO_MEMORY,
-               sweep_metrics=["flops", "latency_ms"], resolution=8, resolutions=[16, 64, 20], layer_channels=2)
+               sweep_metrics=["flops", "latency_ms"], resolution=8, resolutions=[16, 96, 20], layer_channels=2)
     df = frame(rows)
-    bad = df[df["resolution"] == 64]
+    bad = df[df["resolution"] == 96]
     assert set(bad[bad["metric"].isin(["flops", "latency_ms"])]["status"]) == {"oom"}
     assert set(bad[bad["metric"].isin(["flops", "latency_ms"])]["mode"]) == {"eval", "train"}
     assert bad[bad["status"] == "oom"]["value"].isna().all()
@@ -156,7 +156,7 @@ def test_oom_points_are_recorded_and_the_sweep_continues(tmp_path):
 
 
 def test_oom_in_the_memory_probe_skips_that_points_timing(tmp_path):
-    df = frame(run("bench.cost.calibration:oom_model", tmp_path, level="layer", resolution=8, resolutions=[64],
+    df = frame(run("bench.cost.calibration:oom_model", tmp_path, level="layer", resolution=8, resolutions=[96],
                    layer_channels=2, metrics=["peak_memory_mb", "flops"], sweep_metrics=["peak_memory_mb", "flops"]))
     good = df[df["resolution"] == 8]
     assert (good["status"] == "ok").all(), good["message"].tolist()
@@ -164,7 +164,7 @@ def test_oom_in_the_memory_probe_skips_that_points_timing(tmp_path):
     assert set(zip(mem["mode"], mem["memory"])) == {("eval", "step"), ("eval", "peak"), ("train", "step"),
                                                    ("train", "peak")}
     assert (mem["unit"] == "MiB").all() and (mem["value"] > 0).all()
-    bad = df[df["resolution"] == 64]
+    bad = df[df["resolution"] == 96]
     assert set(bad[bad["metric"] == "peak_memory_mb"]["status"]) == {"oom"}
     skipped = bad[bad["metric"] == "flops"]
     assert set(skipped["status"]) == {"oom"} and skipped["message"].str.contains("memory probe").all()

@@ -209,9 +209,10 @@ def test_headline_models_and_ratios(full_run):
     # latency / memory at the most common config: batch 1 and 8 appear equally often -> batch 1
     for model in rows:
         ref = "layer_conv2d" if model.startswith("layer_") else "cnn"
-        assert rows[model]["latency"] == _sig3(LATENCY[model] / LATENCY[ref]) + "×"
-        assert rows[model]["memory"] == _sig3(MEMORY[model] / MEMORY[ref]) + "×"
-        assert rows[model]["params"].startswith(("2.30k", "400k", "450k", "120k"))
+        assert rows[model]["× plain baseline latency"] == _sig3(LATENCY[model] / LATENCY[ref]) + "×"
+        assert rows[model]["× plain baseline memory"] == _sig3(MEMORY[model] / MEMORY[ref]) + "×"
+        assert rows[model]["× plain baseline params"] == _sig3(PARAMS[model] / PARAMS[ref]) + "×"
+    assert [rows[m]["params"] for m in sorted(rows)] == ["450k", "400k", "120k", "2.30k", "2.30k"]
     assert rows["c8"]["× plain baseline latency"] == "2.50×"
     assert rows["gmr"]["× plain baseline memory"] == "0.750×"
     assert rows["layer_c8"]["× plain baseline latency"] == "2.50×"
@@ -301,7 +302,7 @@ def test_section_tables(full_run):
     # efficiency ratio table carries value and ratio in a cell
     eff = next(t for t in tables if t["id"] == "efficiency-ratios")
     c8_b1 = next(r for r in eff["rows"] if r[0] == "c8" and r[1] == "1")
-    assert "5.00 2.50×" in c8_b1
+    assert "5.00 2.50×" in c8_b1 and "450k 1.12×" in c8_b1
     # environment
     assert "abc123def" in html and "not installed" in html and "quick" in html
 

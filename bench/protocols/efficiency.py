@@ -250,7 +250,7 @@ class _Measurer:
         if self._built is not None and self._built[0] == key:
             return self._built[1], self._built[2]
         self._built = None
-        gc.collect()
+        self.release()
         from bench.models import MODELS
 
         MODELS.get(self.name)  # import the implementing module first: build_s excludes import time
@@ -374,11 +374,14 @@ class _Measurer:
         except Exception as exc:  # noqa: BLE001 - recorded as a row status, the sweep goes on
             oom = is_oom(exc)
             if oom:
-                self.release()
+                self.release(force=True)
             return [_failed(metric, mode, "oom" if oom else "error", f"{type(exc).__name__}: {exc}")]
 
-    def release(self) -> None:
-        gc.collect()
+    def release(self, force: bool = False) -> None:
+        """Free what the last point left (tensors die by refcount; a full gc pass is slow, so only on CUDA,
+        where the caching allocator must also hand memory back, or after an OOM)."""
+        if force or self.device.type == "cuda":
+            gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
