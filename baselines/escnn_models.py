@@ -14,10 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import escnn  # noqa: F401  (the module is declared as requiring escnn)
+import torch
+from torch import nn
 
+from bench.contract import INVARIANT, FieldSpec, SymmetryContract
 from bench.models import register_model
-from baselines.common import check_match, pop_unused
+from baselines.common import BLUR_SIGMA, SmallNet, check_match, pop_unused
 from baselines.fieldnet import FieldFamily, build_field_net
+from baselines.steerable import TensorModule, bn_param_count, conv_param_count, make_r2conv
 
 REGULAR = {"c4": (4, False), "c8": (8, False), "c16": (16, False), "d4": (4, True), "d8": (8, True)}
 
@@ -68,3 +72,105 @@ def _steerable_factory(name: str, kind: str, flip: bool):
 register_model("so2")(_steerable_factory("so2", "gated", False))
 register_model("o2")(_steerable_factory("o2", "gated", True))
 register_model("so2_fourier")(_steerable_factory("so2_fourier", "fourier", False))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ResNet-18 scale: C8 regular-field ResNet-18
+# ---------------------------------------------------------------------------------------------------------------
+class _C8BasicBlock(nn.Module):
+    """escnn basic block on plain tensors; downsampling = anti-aliased average pool then stride-1 convs."""
+
+    def __init__(self, fam: FieldFamily, in_type, out_type, downsample: bool, kernel_size: int = 3) -> None:
+        super().__init__()
+        enn = fam.enn
+        self.pool = (
+            TensorModule(enn.PointwiseAvgPoolAntialiased(in_type, sigma=BLUR_SIGMA, stride=2))
+            if downsample
+            else nn.Identity()
+        )
+        self.conv1 = TensorModule(make_r2conv("escnn", in_type, out_type, kernel_size))
+        self.bn1 = TensorModule(enn.InnerBatchNorm(out_type))
+        self.conv2 = TensorModule(make_r2conv("escnn", out_type, out_type, kernel_size))
+        self.bn2 = TensorModule(enn.InnerBatchNorm(out_type))
+        self.shortcut: nn.Module = nn.Identity()
+        if in_type != out_type:
+            self.shortcut = nn.Sequential(
+                TensorModule(make_r2conv("escnn", in_type, out_type, 1)), TensorModule(enn.InnerBatchNorm(out_type))
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(x)
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+def _c8_resnet_count(fam: FieldFamily, in_channels: int, num_classes: int, w: int, k: int = 3) -> int:
+    gs = fam.gspace
+    reg = gs.regular_repr
+    prev = in_channels * [gs.trivial_repr]
+    n = conv_param_count(gs, prev, w * [reg], k) + bn_param_count(gs, "InnerBatchNorm", w * [reg])
+    c_in = w
+    for stage in range(4):
+        c = w * 2**stage
+        for block in range(2):
+            src = c_in if block == 0 else c
+            n += conv_param_count(gs, src * [reg], c * [reg], k) + conv_param_count(gs, c * [reg], c * [reg], k)
+            n += 2 * bn_param_count(gs, "InnerBatchNorm", c * [reg])
+            if src != c:
+                n += conv_param_count(gs, src * [reg], c * [reg], 1) + bn_param_count(gs, "InnerBatchNorm", c * [reg])
+        c_in = c
+    return n + 8 * w * num_classes + num_classes
+
+
+@register_model("c8_resnet18")
+def c8_resnet18(
+    in_channels: int = 3, num_classes: int = 10, match: str = "params", width: int | None = None, **kw
+) -> SmallNet:
+    """C8 regular-field ResNet-18 (escnn): 3x3 stem (no downsampling), 4 stages x 2 basic blocks with
+    `width`, 2w, 4w, 8w regular C8 fields, anti-aliased average-pool downsampling at stages 2-4 (the shortcut
+    is pool + 1x1 R2Conv + InnerBatchNorm), GroupPooling, global mean, linear head.
+
+    match='params' (default): `width` (fields) chosen so the count matches our `resnet18` (11.17M for 3 -> 10);
+    match='channels': width 8 fields = 64 channels, like resnet18's 64/128/256/512 channels.
+    Exact under rot90 when every downsampling input is odd, e.g. 33x33 (33 -> 17 -> 9 -> 5).
+    """
+    from baselines.gmr_family import resnet18_params
+
+    check_match(match)
+    pop_unused(kw, "c8_resnet18")
+    fam = FieldFamily("escnn", "regular", 8, False)
+    if width is None:
+        if match == "channels":
+            width = 8
+        else:
+            target = resnet18_params(in_channels, num_classes)
+            lo, hi = 1, 64
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if _c8_resnet_count(fam, in_channels, num_classes, mid) < target:
+                    lo = mid
+                else:
+                    hi = mid
+            width = min((lo, hi), key=lambda w: abs(_c8_resnet_count(fam, in_channels, num_classes, w) - target))
+    w = int(width)
+    enn = fam.enn
+    gs = fam.gspace
+    in_type = fam.trivial_type(in_channels)
+    t = fam.field_type(w * [gs.regular_repr])
+    layers: list[nn.Module] = [
+        TensorModule(make_r2conv("escnn", in_type, t, 3)),
+        TensorModule(enn.InnerBatchNorm(t)),
+        nn.ReLU(inplace=True),
+    ]
+    for stage in range(4):
+        out_t = fam.field_type(w * 2**stage * [gs.regular_repr])
+        for block in range(2):
+            layers.append(_C8BasicBlock(fam, t, out_t, downsample=(stage > 0 and block == 0)))
+            t = out_t
+    contract = SymmetryContract("C8", features={"features": FieldSpec("regular", field_type=t),
+                                                "pooled": INVARIANT, "logits": INVARIANT})
+    net = SmallNet(nn.Sequential(*layers), TensorModule(enn.GroupPooling(t)), 8 * w, num_classes, contract,
+                   widths=(w, 2 * w, 4 * w, 8 * w), family="escnn-regular-resnet")
+    net.field_family = fam
+    return net

@@ -65,5 +65,6 @@ def alloc_model(in_channels: int = 1, num_classes: int = 10, mb: float = 200.0) 
     return AllocModel(in_channels, mb)
 
 
-def oom_model(in_channels: int = 1, num_classes: int = 10, max_side: int = 64, kernel_size: int = 3) -> nn.Module:
+def oom_model(in_channels: int = 1, num_classes: int = 10, max_side: int = 64, kernel_size: int = 3,
+              channels: int | None = None) -> nn.Module:
     return OOMModel(in_channels, max_side, kernel_size)

@@ -65,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "in_channels": 1,           # network models
     "num_classes": 10,
     "level": None,              # None: from the registry ('layer' | 'network'); set it for plugin layers
+    "model_kwargs": {},         # {model name: {extra factory kwargs}}, e.g. {"layer_c8": {"in_type": "regular"}}
     # one-factor-at-a-time sweeps around the base point ([] switches a sweep off)
     "kernel_sizes": [3, 5, 7, 9, 11, 13],
     "channels": [8, 16, 32, 64],
@@ -154,6 +155,9 @@ def validate_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     s["sweep_metrics"] = _subset("sweep_metrics", s["sweep_metrics"], METRICS)
     s["modes"] = _subset("modes", s["modes"], MODES)
     s["threads"] = _pos_int("threads", s["threads"], optional=True)
+    mk = s["model_kwargs"]
+    if not isinstance(mk, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in mk.items()):
+        raise _fail("model_kwargs", mk, "a table {model name: {keyword: value}}")
     if s["level"] not in (None, "auto", "layer", "network"):
         raise _fail("level", s["level"], "'layer', 'network' or 'auto'")
     s["level"] = None if s["level"] == "auto" else s["level"]
@@ -194,9 +198,9 @@ def plan_points(settings: dict[str, Any], level: str) -> list[tuple[str, Point]]
     return out
 
 
-def _model_args(level: str, point: Point, settings: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def _model_args(name: str, level: str, point: Point, settings: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """(in_channels, factory kwargs) of a point."""
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = dict(settings["model_kwargs"].get(name, {}))
     if point.kernel_size is not None:
         kw["kernel_size"] = point.kernel_size
     if level == "layer":
@@ -262,7 +266,7 @@ class _Measurer:
         return model, build_s
 
     def measure(self, point: Point, metrics: list[str]) -> list[dict[str, Any]]:
-        in_channels, kw = _model_args(self.level, point, self.s)
+        in_channels, kw = _model_args(self.name, self.level, point, self.s)
         try:
             model, build_s = self.build(in_channels, kw)
         except MissingDependencyError:

@@ -101,7 +101,10 @@ def geometry(job: Job, s: dict[str, Any]) -> tuple[int, int, int]:
         from bench.datasets import dataset_info
 
         info = dataset_info(job.dataset)
-        return int(info["in_channels"]), int(info["num_classes"]), int(info["image_size"])
+        if info.num_classes is None or info.image_size is None:
+            raise UsageError(f"dataset {job.dataset!r} fixes its classes/size only from the data; run the "
+                             "accuracy protocol on it or use band-limited inputs")
+        return info.in_channels, info.num_classes, info.image_size
     level = model_info(job.model).get("level")
     channels = s["layer_channels"] if level == "layer" else 1
     return channels, 10, s["size"]

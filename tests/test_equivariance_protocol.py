@@ -1,0 +1,85 @@
+"""The equivariance protocol on real zoo models: each model's claim is exact where it claims it, measured
+through the same `run(job, ctx)` path the CLI uses."""
+
+import pytest
+import torch
+
+from bench.jobs import Job, RunContext
+from bench.protocols.equivariance import run
+
+GRID = [0.0, 90.0, 180.0, 270.0]
+
+
+def measure(model, tmp_path, angles=(0, 45, 90, 180, 270), rotation="bicubic", **extra):
+    settings = {"angles": list(angles), "rotation": rotation, "num_images": 4, "lie_derivative": False,
+                "floor": False, "per_layer": False, **extra}
+    return run(Job("equivariance", model, None, 0, "cpu", settings), RunContext(out_dir=tmp_path))
+
+
+def err(rows, angle, reflect="none", feature=None, metric=None):
+    vals = [r["value"] for r in rows if r["angle_deg"] == angle and r["reflect"] == reflect
+            and r["metric"] in ((metric,) if metric else ("equivariance_error", "invariance_error"))
+            and (feature is None or r["feature"] == feature)]
+    assert vals, (angle, reflect, feature)
+    return max(vals)
+
+
+def test_gmr_layer_exact_on_grid_and_flips(tmp_path):
+    rows = measure("layer_gmr", tmp_path)
+    for a in GRID:
+        assert err(rows, a) <= 1e-6
+        assert err(rows, a, "h") <= 1e-6
+    assert 1e-4 < err(rows, 45) < 0.2
+
+
+def test_plain_conv_layer_fails(tmp_path):
+    rows = measure("layer_conv2d", tmp_path)
+    assert err(rows, 45) > 0.3 and err(rows, 90) > 0.3 and err(rows, 0, "h") > 0.3
+
+
+@pytest.mark.parametrize("model", ["c4", "c8"])
+def test_cyclic_models_exact_on_grid_but_not_under_flips(model, tmp_path):
+    rows = measure(model, tmp_path)
+    for a in GRID:
+        assert err(rows, a) <= 1e-6, (model, a)
+    assert err(rows, 0, "h", feature="logits") > 1e-3  # C_N claims no reflections
+    claimed = {(r["angle_deg"], r["reflect"]): r["claimed"] for r in rows if r["metric"] == "invariance_error"}
+    assert claimed[(90, "none")] and not claimed[(0, "h")]
+
+
+def test_dihedral_model_exact_on_grid_and_flips(tmp_path):
+    rows = measure("d4", tmp_path)
+    for a in GRID:
+        assert err(rows, a) <= 1e-6 and err(rows, a, "h") <= 1e-6
+
+
+def test_regular_fields_use_rho_at_group_elements_and_group_pooling_elsewhere(tmp_path):
+    rows = measure("layer_c8", tmp_path, angles=[45.0, 30.0])
+    feats = {(r["angle_deg"], r["feature"]) for r in rows if r["metric"] == "equivariance_error"}
+    assert (45.0, "out") in feats and (45.0, "out:gpool") in feats
+    assert (30.0, "out:gpool") in feats and (30.0, "out") not in feats
+
+
+def test_so2_layer_small_everywhere_and_shrinking_with_better_interpolation(tmp_path):
+    angles = [10.0, 22.5, 45.0, 77.0]
+    bilinear = [err(measure("layer_so2", tmp_path, angles, "bilinear"), a) for a in angles]
+    fourier = [err(measure("layer_so2", tmp_path, angles, "fourier"), a) for a in angles]
+    smooth = [err(measure("layer_so2", tmp_path, angles, "fourier", cutoff=0.05), a) for a in angles]
+    assert max(bilinear) < 0.2
+    assert all(f < b for f, b in zip(fourier, bilinear))
+    assert max(smooth) < max(fourier)
+
+
+def test_trained_checkpoint_is_measured_too(tmp_path):
+    ctx = RunContext(out_dir=tmp_path)
+    torch.manual_seed(0)
+    from bench.models import create_model
+
+    model = create_model("cnn", in_channels=1, num_classes=10)
+    path = ctx.checkpoint_path("cnn", "rotdigits", 0)
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": model.state_dict()}, path)
+    settings = {"angles": [0.0, 45.0], "num_images": 2, "lie_derivative": False, "floor": False,
+                "per_layer": False, "reflections": False}
+    rows = run(Job("equivariance", "cnn", "rotdigits", 0, "cpu", settings), ctx)
+    assert {r["weights"] for r in rows} == {"init", "trained"}
