@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torchvision.models import resnet18 as tv_resnet18
 
 from bench.contract import INVARIANT, SCALAR, SymmetryContract
 from bench.models import register_model
@@ -71,12 +72,11 @@ def resnet18(in_channels: int = 3, num_classes: int = 10, match: str = "params",
     """torchvision ResNet-18 with a small-input (CIFAR) stem: 3x3 stride-1 conv, no max-pool.
 
     It is the reference of the ResNet-18 scale (`c8_resnet18` matches its parameter count), so `match` is
-    accepted and ignored. 11,181,642 parameters for 3 input channels and 10 classes.
+    accepted and ignored. 11,173,962 parameters for 3 input channels and 10 classes (stock torchvision
+    ResNet-18 with its 7x7 stem: 11,181,642).
     """
     check_match(match)
     pop_unused(kw, "resnet18")
-    from torchvision.models import resnet18 as tv_resnet18
-
     net = tv_resnet18(weights=None, num_classes=num_classes)
     net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import e2cnn  # noqa: F401  (the module is declared as requiring e2cnn)
+import e2cnn.gspaces  # noqa: F401  (the module is declared as requiring e2cnn; imported here, not in a build)
+import e2cnn.nn  # noqa: F401
 
 from bench.models import register_model
+from baselines.layers import register_lib_layers
 from baselines.common import pop_unused
 from baselines.fieldnet import FieldFamily, build_field_net
 
@@ -37,3 +39,6 @@ def _factory(name: str, kind: str, n: int, flip: bool):
 register_model("e2cnn_c8")(_factory("e2cnn_c8", "regular", 8, False))
 register_model("e2cnn_d8")(_factory("e2cnn_d8", "regular", 8, True))
 register_model("e2cnn_so2")(_factory("e2cnn_so2", "gated", -1, False))
+
+
+register_lib_layers("e2cnn")

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import escnn  # noqa: F401  (the module is declared as requiring escnn)
+import escnn.gspaces  # noqa: F401  (the module is declared as requiring escnn; imported here, not in a build)
+import escnn.nn  # noqa: F401
 import torch
 from torch import nn
 
 from bench.contract import INVARIANT, FieldSpec, SymmetryContract
 from bench.models import register_model
+from baselines.layers import register_lib_layers
 from baselines.common import BLUR_SIGMA, SmallNet, check_match, pop_unused
 from baselines.fieldnet import FieldFamily, build_field_net
-from baselines.steerable import TensorModule, bn_param_count, conv_param_count, make_r2conv
+from baselines.steerable import RegularBatchNorm, TensorModule, conv_param_count, make_r2conv
 
 REGULAR = {"c4": (4, False), "c8": (8, False), "c16": (16, False), "d4": (4, True), "d8": (8, True)}
 
@@ -89,13 +91,14 @@ class _C8BasicBlock(nn.Module):
             else nn.Identity()
         )
         self.conv1 = TensorModule(make_r2conv("escnn", in_type, out_type, kernel_size))
-        self.bn1 = TensorModule(enn.InnerBatchNorm(out_type))
+        n_out, order = len(out_type), out_type.gspace.fibergroup.order()
+        self.bn1 = RegularBatchNorm(n_out, order)
         self.conv2 = TensorModule(make_r2conv("escnn", out_type, out_type, kernel_size))
-        self.bn2 = TensorModule(enn.InnerBatchNorm(out_type))
+        self.bn2 = RegularBatchNorm(n_out, order)
         self.shortcut: nn.Module = nn.Identity()
         if in_type != out_type:
             self.shortcut = nn.Sequential(
-                TensorModule(make_r2conv("escnn", in_type, out_type, 1)), TensorModule(enn.InnerBatchNorm(out_type))
+                TensorModule(make_r2conv("escnn", in_type, out_type, 1)), RegularBatchNorm(n_out, order)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,16 +112,16 @@ def _c8_resnet_count(fam: FieldFamily, in_channels: int, num_classes: int, w: in
     gs = fam.gspace
     reg = gs.regular_repr
     prev = in_channels * [gs.trivial_repr]
-    n = conv_param_count(gs, prev, w * [reg], k) + bn_param_count(gs, "InnerBatchNorm", w * [reg])
+    n = conv_param_count(gs, prev, w * [reg], k) + 2 * w
     c_in = w
     for stage in range(4):
         c = w * 2**stage
         for block in range(2):
             src = c_in if block == 0 else c
             n += conv_param_count(gs, src * [reg], c * [reg], k) + conv_param_count(gs, c * [reg], c * [reg], k)
-            n += 2 * bn_param_count(gs, "InnerBatchNorm", c * [reg])
+            n += 2 * 2 * c
             if src != c:
-                n += conv_param_count(gs, src * [reg], c * [reg], 1) + bn_param_count(gs, "InnerBatchNorm", c * [reg])
+                n += conv_param_count(gs, src * [reg], c * [reg], 1) + 2 * c
         c_in = c
     return n + 8 * w * num_classes + num_classes
 
@@ -129,7 +132,8 @@ def c8_resnet18(
 ) -> SmallNet:
     """C8 regular-field ResNet-18 (escnn): 3x3 stem (no downsampling), 4 stages x 2 basic blocks with
     `width`, 2w, 4w, 8w regular C8 fields, anti-aliased average-pool downsampling at stages 2-4 (the shortcut
-    is pool + 1x1 R2Conv + InnerBatchNorm), GroupPooling, global mean, linear head.
+    is pool + 1x1 R2Conv + batch norm), GroupPooling, global mean, linear head. Batch norms are
+    `steerable.RegularBatchNorm` (the computation of escnn's InnerBatchNorm, which is slow to build at this width).
 
     match='params' (default): `width` (fields) chosen so the count matches our `resnet18` (11.17M for 3 -> 10);
     match='channels': width 8 fields = 64 channels, like resnet18's 64/128/256/512 channels.
@@ -160,7 +164,7 @@ def c8_resnet18(
     t = fam.field_type(w * [gs.regular_repr])
     layers: list[nn.Module] = [
         TensorModule(make_r2conv("escnn", in_type, t, 3)),
-        TensorModule(enn.InnerBatchNorm(t)),
+        RegularBatchNorm(w, 8),
         nn.ReLU(inplace=True),
     ]
     for stage in range(4):
@@ -174,3 +178,6 @@ def c8_resnet18(
                    widths=(w, 2 * w, 4 * w, 8 * w), family="escnn-regular-resnet")
     net.field_family = fam
     return net
+
+
+register_lib_layers("escnn")

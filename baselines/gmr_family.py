@@ -15,6 +15,8 @@ from typing import Any
 
 from torch import nn
 
+import gmr as gmr_package
+
 from bench.contract import INVARIANT, SCALAR, SymmetryContract
 from bench.errors import UsageError
 from bench.models import register_model
@@ -71,8 +73,7 @@ def build_scalar_net(
 
 
 def _gmr_net(name: str, smoothing: str, in_channels, num_classes, match, width, widths, gmr_kw) -> SmallNet:
-    from gmr import GMRConv2d
-
+    GMRConv2d = gmr_package.GMRConv2d
     gmr_kw = dict(gmr_kw)
     if "smoothing" in gmr_kw:
         raise UsageError(f"{name}: smoothing is fixed by the model name (gmr: ring, gmr_radius: radius)")
@@ -130,8 +131,7 @@ def gmr_resnet18(in_channels: int = 3, num_classes: int = 10, match: str = "para
     match='params' (default): base width chosen so the count matches our `resnet18` (within a few 0.1%).
     Exact rot90/flip invariance needs input sides divisible by 16 (four 2x2 average pools).
     """
-    from gmr import gmr_resnet18 as _gmr_resnet18
-
+    _gmr_resnet18 = gmr_package.gmr_resnet18
     check_match(match)
     ks = list(kernel_sizes)
 

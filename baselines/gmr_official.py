@@ -16,6 +16,7 @@ import GMR_Conv  # noqa: F401  (the module is declared as requiring GMR_Conv)
 from bench.models import register_model
 from baselines.common import pop_unused
 from baselines.gmr_family import build_scalar_net, gmr_contract
+from baselines.layers import layer_gmr_official
 
 
 def official_conv(c_in: int, c_out: int, k: int, bias: bool = False) -> nn.Module:
@@ -31,3 +32,6 @@ def gmr_official(in_channels: int = 1, num_classes: int = 10, match: str = "para
     pop_unused(kw, "gmr_official")
     return build_scalar_net(official_conv, ("official",), in_channels, num_classes, match, width, widths,
                             gmr_contract(), "gmr")
+
+
+register_model("layer_gmr_official")(layer_gmr_official)

@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+import gmr as gmr_package
+
 from bench.contract import SCALAR, FieldSpec, SymmetryContract
 from bench.errors import UsageError
 from bench.models import register_model
@@ -97,10 +99,8 @@ def layer_conv2d(
 # GMR layers
 # ---------------------------------------------------------------------------------------------------------------
 def _gmr_layer(name: str, smoothing: str, in_channels, channels, kernel_size, bias, kw) -> ConvLayer:
-    from gmr import GMRConv2d
-
     out, k = _plain_args(in_channels, channels, kernel_size)
-    conv = GMRConv2d(in_channels, out, k, padding=k // 2, bias=bias, smoothing=smoothing, **kw)
+    conv = gmr_package.GMRConv2d(in_channels, out, k, padding=k // 2, bias=bias, smoothing=smoothing, **kw)
     return ConvLayer(conv, SymmetryContract("D4-grid", features={"out": SCALAR}))
 
 
@@ -118,10 +118,10 @@ def layer_gmr_radius(in_channels: int = 16, num_classes: int = 10, channels: int
     return _gmr_layer("layer_gmr_radius", "radius", in_channels, channels, kernel_size, bias, gmr_kw)
 
 
-@register_model("layer_gmr_official")
 def layer_gmr_official(in_channels: int = 16, num_classes: int = 10, channels: int | None = None,
                        kernel_size: int = DEFAULT_KERNEL, bias: bool = True, **kw: Any) -> ConvLayer:
-    """The official package's GMR_Conv2d (GMR-Conv 1.0.3, its default 'dw' forward)."""
+    """The official package's GMR_Conv2d (GMR-Conv 1.0.3, its default 'dw' forward); registered by
+    baselines.gmr_official."""
     pop_unused(kw, "layer_gmr_official")
     from baselines.gmr_official import official_conv
 
@@ -204,7 +204,18 @@ def _field_factory(name: str, lib: str, n: int, flip: bool):
     return factory
 
 
-register_model("layer_c8")(_field_factory("layer_c8", "escnn", 8, False))
-register_model("layer_d8")(_field_factory("layer_d8", "escnn", 8, True))
-register_model("layer_so2")(_field_factory("layer_so2", "escnn", -1, False))
-register_model("layer_e2cnn_c8")(_field_factory("layer_e2cnn_c8", "e2cnn", 8, False))
+# Registered by the modules that import their library (so a build never includes that import):
+#   baselines.escnn_models: layer_c8, layer_d8, layer_so2; baselines.e2cnn_models: layer_e2cnn_c8;
+#   baselines.gmr_official: layer_gmr_official.
+LIB_LAYERS = {
+    "layer_c8": ("escnn", 8, False),
+    "layer_d8": ("escnn", 8, True),
+    "layer_so2": ("escnn", -1, False),
+    "layer_e2cnn_c8": ("e2cnn", 8, False),
+}
+
+
+def register_lib_layers(lib: str) -> None:
+    for name, (layer_lib, n, flip) in LIB_LAYERS.items():
+        if layer_lib == lib:
+            register_model(name)(_field_factory(name, lib, n, flip))

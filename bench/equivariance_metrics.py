@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from bench.rotation import disk_mask, rotate_interpolated, rotate_many
+from bench.rotation import disk_mask, rotate_each, rotate_interpolated, rotate_many
 
 
 def _norms(t: torch.Tensor, spatial: bool) -> torch.Tensor:
@@ -54,7 +54,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 def roundtrip_floor(x: torch.Tensor, angles: Sequence[float], method: str) -> torch.Tensor:
     """||R_-a R_a x - x|| / ||x|| inside the disk, per angle (mean over images): what interpolation alone costs."""
     fwd = rotate_many(x, angles, method)
-    back = torch.stack([rotate_many(fwd[i], [-a], method)[0] for i, a in enumerate(angles)])
+    back = rotate_each(fwd, [-a for a in angles], method)
     return masked_relative_error(back, x.expand_as(back), map_mask(x)).mean(dim=-1)
 
 

@@ -52,15 +52,16 @@ _BUILTIN: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "resnet18": ("baselines.cnn", "plain", "network", ()),
     "gmr_resnet18": ("baselines.gmr_family", "gmr", "network", ()),
     "c8_resnet18": ("baselines.escnn_models", "group", "network", ("escnn",)),
-    # layer level: one conv layer, same in/out channels
+    # layer level: one conv layer, same in/out channels (implemented in baselines.layers; the layers needing an
+    # optional library are declared in the module that imports it, so build time never includes that import)
     "layer_conv2d": ("baselines.layers", "plain", "layer", ()),
     "layer_gmr": ("baselines.layers", "gmr", "layer", ()),
     "layer_gmr_radius": ("baselines.layers", "gmr", "layer", ()),
-    "layer_gmr_official": ("baselines.layers", "gmr", "layer", ("GMR_Conv",)),
-    "layer_c8": ("baselines.layers", "group", "layer", ("escnn",)),
-    "layer_d8": ("baselines.layers", "group", "layer", ("escnn",)),
-    "layer_so2": ("baselines.layers", "steerable", "layer", ("escnn",)),
-    "layer_e2cnn_c8": ("baselines.layers", "group", "layer", ("e2cnn",)),
+    "layer_gmr_official": ("baselines.gmr_official", "gmr", "layer", ("GMR_Conv",)),
+    "layer_c8": ("baselines.escnn_models", "group", "layer", ("escnn",)),
+    "layer_d8": ("baselines.escnn_models", "group", "layer", ("escnn",)),
+    "layer_so2": ("baselines.escnn_models", "steerable", "layer", ("escnn",)),
+    "layer_e2cnn_c8": ("baselines.e2cnn_models", "group", "layer", ("e2cnn",)),
 }
 for _name, (_module, _family, _level, _requires) in _BUILTIN.items():
     MODELS.declare(_name, _module, family=_family, level=_level, requires=_requires)

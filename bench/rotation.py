@@ -68,25 +68,33 @@ def rotate(x: torch.Tensor, angle_deg: float, method: str = "bicubic", reflect: 
 
 def rotate_many(x: torch.Tensor, angles_deg: Sequence[float], method: str = "bicubic",
                 reflect: bool = False) -> torch.Tensor:
-    """Rotate x (N, C, H, W) by every angle: returns (A, N, C, H, W).
+    """Rotate x (N, C, H, W) by every angle: returns (A, N, C, H, W)."""
+    return rotate_each(x.unsqueeze(0).expand(len(angles_deg), *x.shape), angles_deg, method, reflect)
 
-    All interpolated angles go through one batched grid_sample call (the protocols' hot path)."""
+
+def rotate_each(x: torch.Tensor, angles_deg: Sequence[float], method: str = "bicubic",
+                reflect: bool = False) -> torch.Tensor:
+    """Rotate x[i] (any shape (..., H, W)) by angles_deg[i]; returns a tensor shaped like x.
+
+    All interpolated angles go through one batched interpolation call (the protocols' hot path)."""
     check_method(method)
+    if x.shape[0] != len(angles_deg):
+        raise ValueError(f"rotate_each got {len(angles_deg)} angles for {x.shape[0]} leading entries")
     base = torch.flip(x, dims=(-1,)) if reflect else x
-    out = torch.empty((len(angles_deg), *x.shape), dtype=x.dtype, device=x.device)
-    pending: list[tuple[int, int, float]] = []
+    out = torch.empty_like(x)
+    pending: list[tuple[int, float]] = []
     for i, a in enumerate(angles_deg):
         k, r = split_angle(float(a))
+        turned = torch.rot90(base[i], k, dims=(-2, -1)) if k else base[i]
         if r == 0.0:
-            out[i] = torch.rot90(base, k, dims=(-2, -1)) if k else base
+            out[i] = turned
         else:
-            pending.append((i, k, r))
+            out[i] = turned  # interpolated below, in one call
+            pending.append((i, r))
     if pending:
-        stacked = torch.stack([torch.rot90(base, k, dims=(-2, -1)) if k else base for _, k, _ in pending])
-        thetas = torch.tensor([math.radians(r) for _, _, r in pending], dtype=x.dtype, device=x.device)
-        rotated = rotate_interpolated(stacked, thetas, method)
-        for j, (i, _, _) in enumerate(pending):
-            out[i] = rotated[j]
+        idx = [i for i, _ in pending]
+        thetas = torch.tensor([math.radians(r) for _, r in pending], dtype=x.dtype, device=x.device)
+        out[idx] = rotate_interpolated(out[idx], thetas, method)
     return out
 
 

@@ -6,7 +6,18 @@ Public API: :class:`GMRConv2d`, :class:`GMRConv3d`, :func:`choose_impl` (the den
 official package :func:`from_official` and :func:`load_official_state_dict` (``GMR_Conv`` imported lazily).
 """
 
-from .conv import COST_MODELS, IMPLS, PADDING_MODES, SMOOTHINGS, GMRConv2d, GMRConv3d, choose_impl, impl_costs
+from .conv import (
+    COST_MODELS,
+    IMPLS,
+    PADDING_MODES,
+    SMOOTHINGS,
+    CostModel,
+    GMRConv2d,
+    GMRConv3d,
+    choose_impl,
+    cost_model_key,
+    impl_costs,
+)
 from .convert import convert_to_gmr
 from .official import convert_official_state_dict, from_official, load_official_state_dict
 from .resnet import GMRBasicBlock, GMRBottleneck, GMRResNet, gmr_resnet18, gmr_resnet34, gmr_resnet50
@@ -16,6 +27,7 @@ __all__ = [
     "IMPLS",
     "PADDING_MODES",
     "SMOOTHINGS",
+    "CostModel",
     "GMRBasicBlock",
     "GMRBottleneck",
     "GMRConv2d",
@@ -23,6 +35,7 @@ __all__ = [
     "GMRResNet",
     "choose_impl",
     "convert_official_state_dict",
+    "cost_model_key",
     "convert_to_gmr",
     "from_official",
     "gmr_resnet18",

@@ -61,15 +61,28 @@ class CostModel:
 
 
 COST_MODELS: dict[str, CostModel] = {
+    # oneDNN (float32/bfloat16/float16 on CPU); two-stage runs channels-last
     "cpu": CostModel(depthwise_penalty=2.3, depthwise_overhead=78.0, depthwise_train=9.0),
+    # float64 on CPU has no oneDNN kernels; the grouped (depthwise) conv falls back to one call per group, so
+    # the two-stage path only pays off for very wide, shallow-spatial layers: in practice dense
+    "cpu-float64": CostModel(depthwise_penalty=10.0, depthwise_overhead=40.0, depthwise_train=9.0),
     "cuda": CostModel(depthwise_penalty=4.0, depthwise_overhead=16.0, depthwise_train=3.0),
 }
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def cost_model_key(device_type: str, dtype: torch.dtype | None = None) -> str:
+    """Which :data:`COST_MODELS` entry applies: ``cpu``, ``cpu-float64`` (non-oneDNN dtypes) or ``cuda``."""
+    if device_type == "cpu":
+        return "cpu" if dtype is None or dtype in _ONEDNN_DTYPES else "cpu-float64"
+    return "cuda"
 
 
 def impl_costs(in_channels: int, out_channels: int, kernel_size: int, num_rings: int, *, groups: int = 1,
-               ndim: int = 2, device_type: str = "cpu", training: bool = False) -> dict[str, float]:
+               ndim: int = 2, device_type: str = "cpu", dtype: torch.dtype | None = None,
+               training: bool = False) -> dict[str, float]:
     """Modelled cost of each implementation per output position (see :class:`CostModel`)."""
-    model = COST_MODELS.get(device_type, COST_MODELS["cuda" if device_type != "cpu" else "cpu"])
+    model = COST_MODELS[cost_model_key(device_type, dtype)]
     taps = kernel_size**ndim
     dense_mult = model.dense_train if training else 1.0
     dw_mult = model.depthwise_train if training else 1.0
@@ -80,10 +93,11 @@ def impl_costs(in_channels: int, out_channels: int, kernel_size: int, num_rings:
 
 
 def choose_impl(in_channels: int, out_channels: int, kernel_size: int, num_rings: int, *, groups: int = 1,
-                ndim: int = 2, device_type: str = "cpu", training: bool = False) -> str:
+                ndim: int = 2, device_type: str = "cpu", dtype: torch.dtype | None = None,
+                training: bool = False) -> str:
     """The cheaper implementation under the cost model; ties go to ``dense`` (one kernel launch)."""
     costs = impl_costs(in_channels, out_channels, kernel_size, num_rings, groups=groups, ndim=ndim,
-                       device_type=device_type, training=training)
+                       device_type=device_type, dtype=dtype, training=training)
     return "two_stage" if costs["two_stage"] < costs["dense"] else "dense"
 
 
@@ -359,10 +373,11 @@ class _GMRConvNd(nn.Module):
         """The implementation the next forward on ``x`` will use (``impl`` unless it is "auto")."""
         if self._impl != "auto":
             return self._impl
-        device_type = x.device.type if x is not None else self.weight.device.type
+        ref = x if x is not None else self.weight
         training = self.training and torch.is_grad_enabled()
         return choose_impl(self.in_channels, self.out_channels, self.kernel_size[0], self._num_rings,
-                           groups=self.groups, ndim=self.ndim, device_type=device_type, training=training)
+                           groups=self.groups, ndim=self.ndim, device_type=ref.device.type, dtype=ref.dtype,
+                           training=training)
 
     def forward(self, x: Tensor) -> Tensor:
         unbatched = x.dim() == self.ndim + 1
@@ -382,7 +397,7 @@ class _GMRConvNd(nn.Module):
     def _two_stage(self, x: Tensor, pad: tuple[int, ...]) -> Tensor:
         conv = type(self)._conv
         stage1 = self._cached("two_stage", self._stage1_weight)
-        channels_last = x.device.type == "cpu"
+        channels_last = x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES  # oneDNN depthwise is NHWC-fast
         xin = x.contiguous(memory_format=self._channels_last) if channels_last else x
         y = conv(xin, stage1, None, self.stride, pad, self.dilation, self.in_channels)
         mix = self.weight.reshape(self.out_channels, -1, *([1] * self.ndim))

@@ -14,12 +14,20 @@ import pandas as pd
 
 from reports import format as fmt
 
-MAIN_FEATURES = ("logits", "out")  # the network output / the layer output
+MAIN_FEATURES = ("logits", "out", "out:gpool")  # the network output / the layer output
+# The headline's "equivariance error of the output", first available per model: (metric, feature). Network
+# logits are invariant vectors (invariance_error); a layer's output map is compared after group pooling when it
+# is a regular field (`out:gpool` covers every angle, `out` only the angles inside the model's group).
+MAIN_OUTPUT = (("equivariance_error", "logits"), ("invariance_error", "logits"),
+               ("equivariance_error", "out:gpool"), ("equivariance_error", "out"))
+LEE_FEATURES = ("logits", "out:gpool", "out")
+SPLIT_COLUMNS = ("dataset", "inputs", "rotation")  # shown / split by only when they vary
 REFERENCE_NETWORK = "cnn"
 REFERENCE_LAYER = "layer_conv2d"
 SWEEP_COLUMNS = ("kernel_size", "channels", "batch", "resolution")
 OPTIONAL_COLUMNS = ("feature", "rotation", "weights", "floor_kind", "layer", "summary", "condition", "stat",
-                    "iqr_ms", *SWEEP_COLUMNS)
+                    "iqr_ms", "memory", "sweep", "inputs", *SWEEP_COLUMNS)
+MEMORY_KINDS = ("step", "peak", "reserved")  # preferred peak-memory kind first (step = peak - baseline)
 NUMERIC_COLUMNS = ("value", "angle_deg", "seed", "iqr_ms", *SWEEP_COLUMNS)
 TABLE_ANGLES = (10.0, 22.5, 45.0, 90.0)
 ACC_SUMMARIES = ("upright", "mean", "worst", "flip_h", "flip_v")
@@ -49,6 +57,10 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     status_ok = d["status"].isna() | (d["status"] == "ok")
     d = d[status_ok & d["value"].notna() & np.isfinite(d["value"].astype(float))].copy()
     d["reflect"] = d["reflect"].where(d["reflect"].notna(), "none").astype(str)
+    frac = (d["metric"] == "accuracy") & (d["unit"] == "fraction")
+    if frac.any():  # accuracy is shown in percent
+        d.loc[frac, "value"] = d.loc[frac, "value"].astype(float) * 100.0
+        d.loc[frac, "unit"] = "%"
     for col in ("model", "protocol", "metric"):
         d[col] = d[col].astype(object)
     d = d.reset_index(drop=True)
@@ -118,7 +130,8 @@ def varying(df: pd.DataFrame, cols: Iterable[str]) -> list[str]:
 
 def choose_weights(eq: pd.DataFrame) -> str | None:
     """'trained' when every model measured has trained-weight rows, else 'init' (one kind for a fair table)."""
-    kinds = distinct(eq["weights"])
+    eq = eq[eq["metric"] != "interpolation_floor"]
+    kinds = [k for k in distinct(eq["weights"]) if k != "none"]
     if not kinds:
         return None
     if "trained" in kinds:
@@ -137,17 +150,29 @@ def filter_eq(df: pd.DataFrame, value: Any, col: str) -> pd.DataFrame:
 
 
 # -- efficiency configuration ----------------------------------------------------------------------------------
+def has_base_points(eff: pd.DataFrame) -> bool:
+    """Rows carry the efficiency protocol's `sweep` column with base-point rows."""
+    return "sweep" in eff.columns and bool((eff["sweep"] == "base").any())
+
+
 def reference_config(eff: pd.DataFrame) -> dict[str, Any]:
-    """The most common value of each swept column (kernel size, channels, batch, resolution)."""
-    return {c: mode_value(eff[c]) for c in SWEEP_COLUMNS if c in eff.columns and eff[c].notna().any()}
+    """The configuration the headline reports: the protocol's base point (`sweep == 'base'`) when rows say so,
+    else the most common value of each swept column (kernel size, channels, batch, resolution)."""
+    src = eff[eff["sweep"] == "base"] if has_base_points(eff) else eff
+    return {c: mode_value(src[c]) for c in SWEEP_COLUMNS if c in src.columns and src[c].notna().any()}
 
 
 def at_reference_config(eff: pd.DataFrame) -> pd.DataFrame:
-    """Per model, rows at the reference config (falling back to the model's own most common value)."""
+    """Per model, its base-point rows; without those, rows at the reference config (a model never measured at
+    a reference value uses its own most common one)."""
+    base = has_base_points(eff)
     ref = reference_config(eff)
     parts = []
     for model in distinct(eff["model"]):
         m = eff[eff["model"] == model]
+        if base and (m["sweep"] == "base").any():
+            parts.append(m[m["sweep"] == "base"])
+            continue
         for col, val in ref.items():
             if not m[col].notna().any():
                 continue
@@ -155,6 +180,26 @@ def at_reference_config(eff: pd.DataFrame) -> pd.DataFrame:
             m = m[(m[col] == want) | m[col].isna()]
         parts.append(m)
     return pd.concat(parts) if parts else eff.iloc[0:0]
+
+
+def sweep_rows(eff: pd.DataFrame, free: str) -> pd.DataFrame:
+    """Rows of the one-factor sweep over `free` (other settings at the base / reference configuration)."""
+    if has_base_points(eff):
+        return eff[((eff["sweep"] == free) | (eff["sweep"] == "base")) & eff[free].notna()]
+    ref = reference_config(eff)
+    out = eff
+    for col, val in ref.items():
+        if col == free:
+            continue
+        parts = []
+        for model in distinct(out["model"]):
+            m = out[out["model"] == model]
+            if m[col].notna().any():
+                want = val if (m[col] == val).any() else mode_value(m[col])
+                m = m[(m[col] == want) | m[col].isna()]
+            parts.append(m)
+        out = pd.concat(parts) if parts else out
+    return out[out[free].notna()]
 
 
 def latency_rows(eff: pd.DataFrame, mode: str = "eval") -> pd.DataFrame:
@@ -174,13 +219,30 @@ def iqr_rows(eff: pd.DataFrame, mode: str = "eval") -> pd.DataFrame:
     return med.assign(value=med["iqr_ms"])
 
 
+def memory_kind(mem: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """Peak-memory rows of one kind (`memory` column: step, else peak, else reserved) and that kind."""
+    kinds = distinct(mem["memory"])
+    if not kinds:
+        return mem, None
+    kind = next((k for k in MEMORY_KINDS if k in kinds), kinds[0])
+    return mem[mem["memory"] == kind], kind
+
+
 def memory_rows(eff: pd.DataFrame) -> pd.DataFrame:
-    """Peak-memory rows of one mode: eval when measured, else whatever mode there is."""
-    mem = eff[eff["metric"] == "peak_memory_mb"]
+    """Peak-memory rows of one kind and one mode: eval when measured, else whatever mode there is."""
+    mem, _ = memory_kind(eff[eff["metric"] == "peak_memory_mb"])
     if (mem["mode"] == "eval").any():
         return mem[mem["mode"] == "eval"]
     modes = distinct(mem["mode"])
     return mem[mem["mode"] == modes[0]] if modes else mem
+
+
+def mode_rows(part: pd.DataFrame, mode: str | None) -> pd.DataFrame:
+    """Rows of `mode` (rows without a mode stand in when that mode was never recorded); None: all rows."""
+    if mode is None:
+        return part
+    hit = part[part["mode"] == mode]
+    return hit if not hit.empty else part[part["mode"].isna()]
 
 
 def _per_model_mean(rows: pd.DataFrame) -> pd.Series:
@@ -211,14 +273,12 @@ def primary_accuracy(d: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
 
 
 def main_equivariance(d: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """equivariance_error rows of the main feature (logits / out), no reflection, no per-layer rows."""
-    eq = d[(d["protocol"] == "equivariance") & (d["metric"] == "equivariance_error") & ~has(d, "layer")]
+    """Per model, rows of its main output (see MAIN_OUTPUT), no reflection, no per-layer rows."""
+    eq = d[(d["protocol"] == "equivariance") & d["metric"].isin(("equivariance_error", "invariance_error"))
+           & ~has(d, "layer") & (d["reflect"] == "none")]
     notes: dict[str, Any] = {}
     if eq.empty:
         return eq, notes
-    eq = eq[eq["reflect"] == "none"]
-    if eq["feature"].notna().any():
-        eq = eq[eq["feature"].isin(MAIN_FEATURES)]
     weights = choose_weights(eq)
     if weights is not None:
         eq = eq[eq["weights"] == weights]
@@ -227,7 +287,40 @@ def main_equivariance(d: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     if rotation is not None:
         eq = eq[eq["rotation"] == rotation]
         notes["rotation"] = rotation
-    return eq, notes
+    inputs = mode_value(eq["inputs"])
+    if inputs is not None:
+        eq = eq[eq["inputs"] == inputs]
+    parts, used = [], {}
+    for model in distinct(eq["model"]):
+        m = eq[eq["model"] == model]
+        if not m["feature"].notna().any():
+            parts.append(m[m["metric"] == "equivariance_error"])
+            continue
+        for metric, feature in MAIN_OUTPUT:
+            hit = m[(m["metric"] == metric) & (m["feature"] == feature)]
+            if not hit.empty:
+                parts.append(hit)
+                used[model] = f"{feature} ({metric.split('_')[0]})"
+                break
+    notes["outputs"] = used
+    return (pd.concat(parts) if parts else eq.iloc[0:0]), notes
+
+
+def main_lie(d: pd.DataFrame, weights: str | None) -> pd.DataFrame:
+    """lie_derivative rows of each model's output feature (logits, else out:gpool, else out)."""
+    lee = d[(d["protocol"] == "equivariance") & (d["metric"] == "lie_derivative") & ~has(d, "layer")]
+    if weights is not None and (lee["weights"] == weights).any():
+        lee = lee[lee["weights"] == weights]
+    if lee.empty or not lee["feature"].notna().any():
+        return lee
+    parts = []
+    for model in distinct(lee["model"]):
+        m = lee[lee["model"] == model]
+        for feature in LEE_FEATURES:
+            if (m["feature"] == feature).any():
+                parts.append(m[m["feature"] == feature])
+                break
+    return pd.concat(parts) if parts else lee.iloc[0:0]
 
 
 def _headline(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -248,6 +341,7 @@ def _headline(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
         out["peak_memory_mb"] = _per_model_mean(mem)
         if not mem.empty:
             notes["memory_mode"] = distinct(mem["mode"])[0] if mem["mode"].notna().any() else None
+            notes["memory_kind"] = memory_kind(mem)[1]
 
     acc, acc_notes = primary_accuracy(d)
     notes.update(acc_notes)
@@ -270,12 +364,8 @@ def _headline(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
         if not a45.empty:
             out["eq_45"] = a45.groupby("model")["value"].mean()
 
-    lee = d[(d["protocol"] == "equivariance") & (d["metric"] == "lie_derivative") & ~has(d, "layer")]
+    lee = main_lie(d, notes.get("weights"))
     if not lee.empty:
-        if lee["feature"].isin(MAIN_FEATURES).any():
-            lee = lee[lee["feature"].isin(MAIN_FEATURES)]
-        if "weights" in notes and (lee["weights"] == notes["weights"]).any():
-            lee = lee[lee["weights"] == notes["weights"]]
         out["lee"] = _per_model_mean(lee)
 
     for col, name in (("params", "params_ratio"), ("latency_ms", "latency_ratio"),
@@ -371,25 +461,32 @@ def headline_table(df: pd.DataFrame, formatted: bool = True) -> pd.DataFrame:
 
 # -- equivariance ----------------------------------------------------------------------------------------------
 def equivariance_blocks(df: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
-    """Equivariance rows split by weights kind (init / trained shown separately), sorted."""
+    """Equivariance rows split by weights kind (init, then trained; shown separately); floor rows, which do not
+    depend on the weights (`weights` = none or unset), go with every block."""
     d = prepare(df)
     eq = d[d["protocol"] == "equivariance"]
     if eq.empty:
         return []
-    kinds = distinct(eq["weights"])
+    shared = eq[(eq["metric"] == "interpolation_floor") | eq["weights"].isna() | (eq["weights"] == "none")]
+    rest = eq.drop(index=shared.index)
+    kinds = distinct(rest["weights"])
     if not kinds:
         return [(None, eq)]
     order = sorted(kinds, key=lambda k: (k != "init", k != "trained", k))
-    blocks = [(k, eq[eq["weights"] == k]) for k in order]
-    unset = eq[eq["weights"].isna()]
-    if not unset.empty:
-        blocks.insert(0, (None, unset))
-    return blocks
+    return [(k, pd.concat([rest[rest["weights"] == k], shared])) for k in order]
 
 
 def _feature_order(features: Iterable[Any]) -> list[Any]:
     feats = distinct(features)
-    return sorted(feats, key=lambda f: (f not in MAIN_FEATURES, f))
+    return sorted(feats, key=feature_key)
+
+
+def feature_key(f: Any) -> tuple:
+    """Output features first (logits, out, out:gpool), then the rest alphabetically."""
+    return (f not in MAIN_FEATURES, MAIN_FEATURES.index(f) if f in MAIN_FEATURES else 0, str(f))
+
+
+REFLECT_ORDER = {"none": 0, "h": 1, "v": 2}
 
 
 def equivariance_angle_table(eq: pd.DataFrame) -> pd.DataFrame:
@@ -397,7 +494,7 @@ def equivariance_angle_table(eq: pd.DataFrame) -> pd.DataFrame:
     e = eq[(eq["metric"] == "equivariance_error") & ~has(eq, "layer")]
     if e.empty:
         return pd.DataFrame()
-    extra = varying(e, ("dataset", "rotation"))
+    extra = varying(e, SPLIT_COLUMNS)
     keys = ["model", "feature", *extra, "reflect"]
     e = e.assign(feature=e["feature"].fillna(""))
     pa = per_angle(e, keys)
@@ -412,8 +509,9 @@ def equivariance_angle_table(eq: pd.DataFrame) -> pd.DataFrame:
         row["max (non-grid)"] = ng["value"].max() if not ng.empty else np.nan
         rows.append(row)
     out = pd.DataFrame(rows)
-    out["_f"] = out["feature"].map(lambda f: (f not in MAIN_FEATURES, f))
-    out = out.sort_values(["_f", "model", *extra, "reflect"], kind="stable").drop(columns="_f")
+    out["_f"] = out["feature"].map(feature_key)
+    out["_r"] = out["reflect"].map(lambda r: (REFLECT_ORDER.get(r, 9), r))
+    out = out.sort_values(["_f", "model", *extra, "_r"], kind="stable").drop(columns=["_f", "_r"])
     out = out.dropna(axis=1, how="all")
     if (out["reflect"] == "none").all():
         out = out.drop(columns="reflect")
@@ -429,8 +527,7 @@ def metric_summary_table(eq: pd.DataFrame, metrics: tuple[str, ...] = ("invarian
     if e.empty:
         return pd.DataFrame()
     e = e.assign(feature=e["feature"].fillna(""))
-    keys = ["model", "metric", "feature", *varying(e, ("dataset", "rotation"))]
-    with_angle = e[e["angle_deg"].notna()]
+    keys = ["model", "metric", "feature", *varying(e, SPLIT_COLUMNS)]
     rows = []
     for key, g in e.groupby(keys, sort=True, dropna=False):
         row = dict(zip(keys, key))
@@ -447,7 +544,6 @@ def metric_summary_table(eq: pd.DataFrame, metrics: tuple[str, ...] = ("invarian
             row["mean"] = g["value"].mean()
             row["worst"] = worst(g["value"])
         rows.append(row)
-    del with_angle
     out = pd.DataFrame(rows).dropna(axis=1, how="all")
     out["metric"] = out["metric"].str.replace("_", " ")
     if (out["feature"] == "").all():
@@ -461,9 +557,9 @@ def lie_derivative_table(eq: pd.DataFrame) -> pd.DataFrame:
     if e.empty:
         return pd.DataFrame()
     e = e.assign(feature=e["feature"].fillna(""))
-    keys = ["model", "feature", *varying(e, ("dataset", "rotation"))]
+    keys = ["model", "feature", *varying(e, SPLIT_COLUMNS)]
     s = seed_stats(e, keys)
-    s["_f"] = s["feature"].map(lambda f: (f not in MAIN_FEATURES, f))
+    s["_f"] = s["feature"].map(feature_key)
     s = s.sort_values(["_f", *keys], kind="stable").drop(columns="_f")
     if (s["feature"] == "").all():
         s = s.drop(columns="feature")
@@ -541,9 +637,9 @@ def accuracy_summary_table(acc: pd.DataFrame) -> pd.DataFrame:
 
 # -- efficiency ------------------------------------------------------------------------------------------------
 EFFICIENCY_COLUMNS = (
-    # label, metric, mode (None: any / the preferred one), formatter
+    # label, metric, mode (None: rows of any mode)
     ("params", "params", None),
-    ("FLOPs", "flops", None),
+    ("FLOPs", "flops", "eval"),
     ("eval latency (ms)", "latency_ms", "eval"),
     ("train latency (ms)", "latency_ms", "train"),
     ("exported eval latency (ms)", "latency_ms", "eval_exported"),
@@ -555,47 +651,85 @@ EFFICIENCY_COLUMNS = (
 def efficiency_ratio_table(df: pd.DataFrame) -> pd.DataFrame:
     """Long table: model, config columns that vary, column (label), value, ratio to cnn / layer_conv2d.
 
-    The reference is measured in the same run at the same configuration; ratio is NaN without one.
+    Values are means over seeds. Ratios come from `bench.cost.ratios.ratio_table` (the efficiency protocol's
+    definition: same measurement point, median of repeats) when it is importable, else value / reference value
+    at the same configuration here; NaN without a reference measurement.
     """
     d = prepare(df)
     eff = d[d["protocol"] == "efficiency"]
     if eff.empty:
         return pd.DataFrame(columns=["model", "column", "value", "ratio"])
     config = varying(eff, SWEEP_COLUMNS)
+    external = _external_ratios(d, config)
     rows = []
     for label, metric, mode in EFFICIENCY_COLUMNS:
+        part = eff[eff["metric"] == metric]
         if metric == "latency_ms":
             part = latency_rows(eff, mode)
         elif metric == "peak_memory_mb":
-            mem = eff[eff["metric"] == metric]
-            modes = distinct(mem["mode"])
+            part, _ = memory_kind(part)
+            modes = distinct(part["mode"])
             if len(modes) > 1:
                 for m in modes:
-                    sub = mem[mem["mode"] == m]
-                    rows.extend(_ratio_rows(sub, config, f"peak memory {m} (MB)"))
+                    rows.extend(_ratio_rows(part[part["mode"] == m], config, f"peak memory {m} (MB)",
+                                            external, ("peak_memory_mb", m)))
                 continue
-            part = mem
         else:
-            part = eff[eff["metric"] == metric]
-        rows.extend(_ratio_rows(part, config, label))
+            part = mode_rows(part, mode)
+        rows.extend(_ratio_rows(part, config, label, external, (metric, mode)))
     out = pd.DataFrame(rows)
     if out.empty:
         return pd.DataFrame(columns=["model", *config, "column", "value", "ratio"])
     return out
 
 
-def _ratio_rows(part: pd.DataFrame, config: list[str], label: str) -> list[dict[str, Any]]:
+def _external_ratios(d: pd.DataFrame, config: list[str]) -> dict[tuple, float] | None:
+    """{(metric, mode, model, *config): ratio} from bench.cost.ratios.ratio_table, or None without it."""
+    try:
+        from bench.cost.ratios import ratio_table
+    except ImportError:
+        return None
+    raw = d[d["protocol"] == "efficiency"]
+    if "memory" in raw.columns and raw["memory"].notna().any():
+        mem = raw[raw["metric"] == "peak_memory_mb"]
+        raw = pd.concat([raw[raw["metric"] != "peak_memory_mb"], memory_kind(mem)[0]])
+    try:
+        rt = ratio_table(raw)
+    except Exception:  # noqa: BLE001 - a broken helper must not take the report down; fall back
+        return None
+    out: dict[tuple, list[float]] = {}
+    for rec in rt.to_dict("records"):
+        key = (rec["metric"], None if fmt.is_missing(rec.get("mode")) else rec["mode"], rec["model"],
+               *(_cfg(rec.get(c)) for c in config))
+        if not fmt.is_missing(rec["ratio"]):
+            out.setdefault(key, []).append(float(rec["ratio"]))
+    return {k: float(np.median(v)) for k, v in out.items()}
+
+
+def _cfg(v: Any) -> float:
+    return -1.0 if fmt.is_missing(v) else float(v)
+
+
+def _ratio_rows(part: pd.DataFrame, config: list[str], label: str, external: dict[tuple, float] | None,
+                what: tuple[str, str | None]) -> list[dict[str, Any]]:
     if part.empty:
         return []
     p = part.assign(**{c: part[c].astype(float).fillna(-1.0) for c in config})
     means = p.groupby(["model", *config], sort=True)["value"].mean()
+    modes = distinct(part["mode"])
+    metric_mode = (what[0], what[1] if what[1] in modes else (modes[0] if len(modes) == 1 else None))
     rows = []
     for key, value in means.items():
         key = key if isinstance(key, tuple) else (key,)
         model, cfg = key[0], key[1:]
-        ref_key = (reference_for(model), *cfg)
-        ref = means.get(ref_key if config else ref_key[0], np.nan)
-        ratio = value / ref if ref and np.isfinite(ref) and ref != 0 else np.nan
+        ref_model = reference_for(model)
+        if model == ref_model:
+            ratio = 1.0
+        elif external is not None:
+            ratio = external.get((*metric_mode, model, *cfg), np.nan)
+        else:
+            ref = means.get((ref_model, *cfg) if config else ref_model, np.nan)
+            ratio = value / ref if ref and np.isfinite(ref) and ref != 0 else np.nan
         row = {"model": model, **{c: (np.nan if v == -1.0 else v) for c, v in zip(config, cfg)},
                "column": label, "value": value, "ratio": ratio}
         rows.append(row)

@@ -82,7 +82,7 @@ def test_validate_settings_rejects_bad_values(bad):
 
 
 def test_plan_points_one_factor_at_a_time():
-    s = eff.validate_settings({"kernel_sizes": [3, 5], "channels": [8], "resolutions": [64], "batch_sizes": [2]})
+    s = eff.validate_settings({"kernel_sizes": [3, 5], "channels": [8], "resolutions": [96], "batch_sizes": [2]})
     layer = eff.plan_points(s, "layer")
     assert [sw for sw, _ in layer] == ["base", "kernel_size", "kernel_size", "channels", "resolution", "batch"]
     base = layer[0][1]
@@ -183,7 +183,7 @@ def test_model_rejecting_a_swept_keyword_gets_an_error_row_not_a_crash(tmp_path)
 def test_runner_keeps_row_statuses(tmp_path):
     job = Job("efficiency", "bench.cost.calibration:oom_model", None, 0,
               settings={**FAST, "level": "layer", "metrics": ["flops"], "sweep_metrics": ["flops"], "resolution": 8,
-                        "resolutions": [64], "layer_channels": 2})
+                        "resolutions": [96], "layer_channels": 2})
     status, rows, _ = execute_job(job, RunContext(out_dir=tmp_path))
     assert status == "ok"
     assert {r["status"] for r in rows} == {"ok", "oom"}

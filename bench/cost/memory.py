@@ -36,7 +36,6 @@ from typing import Any
 import torch
 
 from bench.cost.steps import is_oom
-from bench.cost.timing import warm_up
 
 MIB = 2**20
 UNIT = "MiB"
@@ -116,6 +115,14 @@ class RssMonitor(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
+
+
+def warm_up(step: Callable[[], Any], n: int, device: torch.device | str | None = None) -> None:
+    """`n` untimed calls (kept here so the probe child does not import torch.utils.benchmark)."""
+    for _ in range(max(0, int(n))):
+        step()
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # -- measurements --------------------------------------------------------------------------------------------

@@ -82,10 +82,10 @@ def _unpack(archive: Path, tmp: Path) -> None:
         shutil.move(str(found), tmp / FOLDER / name)
 
 
-def _fetch(tmp: Path, url: str = URL) -> None:
+def _fetch(tmp: Path, url: str | None = None) -> None:
     from torchvision.datasets.utils import download_url
 
-    download_url(url, str(tmp), filename=ARCHIVE)
+    download_url(url or URL, str(tmp), filename=ARCHIVE)
     _unpack(tmp / ARCHIVE, tmp)
 
 

@@ -11,24 +11,6 @@ from reports.plots.common import STYLE_KEY, Colors, Plot, figure, finish, legend
 MODE_STYLE = {"eval": "-", "train": "--", "eval_exported": ":"}
 
 
-def _fixed_except(eff: pd.DataFrame, free: str) -> pd.DataFrame:
-    """Rows with every swept column but `free` at the reference configuration."""
-    ref = tables.reference_config(eff)
-    out = eff
-    for col, val in ref.items():
-        if col == free:
-            continue
-        parts = []
-        for model in tables.distinct(out["model"]):
-            m = out[out["model"] == model]
-            if m[col].notna().any():
-                want = val if (m[col] == val).any() else tables.mode_value(m[col])
-                m = m[(m[col] == want) | m[col].isna()]
-            parts.append(m)
-        out = pd.concat(parts) if parts else out
-    return out
-
-
 def _sweep_plot(rows: pd.DataFrame, x: str, colors: Colors, ylabel: str, title: str, caption: str,
                 logy: bool = False) -> Plot | None:
     rows = rows[rows[x].notna()]
@@ -63,21 +45,22 @@ def _sweep_plot(rows: pd.DataFrame, x: str, colors: Colors, ylabel: str, title: 
 def latency_vs_kernel(eff: pd.DataFrame, colors: Colors) -> Plot | None:
     if len(tables.distinct(eff["kernel_size"])) < 2:
         return None
-    rows = _fixed_except(eff, "kernel_size")
+    rows = tables.sweep_rows(eff, "kernel_size")
     lat = pd.concat([tables.latency_rows(rows, m) for m in ("eval", "train")])
     return _sweep_plot(lat, "kernel_size", colors, "median latency (ms)", "Latency vs kernel size",
-                       "Median latency per forward (eval, solid) and forward+backward (train, dashed) pass, "
-                       "other settings at the run's most common configuration.", logy=True)
+                       "Median latency of an eval pass (solid) and a training step (dashed), other settings at "
+                       "the base configuration.", logy=True)
 
 
 def memory_vs_batch(eff: pd.DataFrame, colors: Colors) -> Plot | None:
     if len(tables.distinct(eff["batch"])) < 2:
         return None
-    rows = _fixed_except(eff, "batch")
-    mem = rows[rows["metric"] == "peak_memory_mb"]
+    rows = tables.sweep_rows(eff, "batch")
+    mem, kind = tables.memory_kind(rows[rows["metric"] == "peak_memory_mb"])
+    what = {"step": "peak minus the baseline before the step", "peak": "absolute peak"}.get(kind or "", "")
     return _sweep_plot(mem, "batch", colors, "peak memory (MB)", "Peak memory vs batch size",
-                       "Peak memory during the pass (eval solid, train dashed), other settings at the run's "
-                       "most common configuration.", logy=True)
+                       f"Peak memory of one pass{f' ({what})' if what else ''}: eval solid, train dashed; other "
+                       "settings at the base configuration.", logy=True)
 
 
 def pareto(df: pd.DataFrame, colors: Colors) -> Plot | None:

@@ -15,23 +15,27 @@ from reports.plots.common import REFLECT_STYLE, STYLE_KEY, Colors, Plot, figure,
 
 
 def _panels(e: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
-    """One panel per feature (main feature first), split further by dataset / rotation when those vary."""
-    extra = tables.varying(e, ("dataset", "rotation"))
+    """One panel per (metric, feature), output features first, split further by dataset / inputs / rotation
+    when those vary."""
+    extra = tables.varying(e, tables.SPLIT_COLUMNS)
     e = e.assign(feature=e["feature"].fillna(""), **{c: e[c].fillna("") for c in extra})
     out = []
-    for feat in tables._feature_order(e["feature"]) or [""]:
-        ef = e[e["feature"] == feat]
+    keys = sorted({(f, m) for f, m in zip(e["feature"], e["metric"])},
+                  key=lambda fm: (tables.feature_key(fm[0]), fm[1] != "equivariance_error"))
+    for feat, metric in keys:
+        ef = e[(e["feature"] == feat) & (e["metric"] == metric)]
         if not extra:
-            out.append(((feat,), ef))
+            out.append(((metric, feat), ef))
             continue
         for key, g in ef.groupby(extra, sort=True):
             key = key if isinstance(key, tuple) else (key,)
-            out.append(((feat, *key), g))
+            out.append(((metric, feat, *key), g))
     return out
 
 
 def error_vs_angle(eq: pd.DataFrame, colors: Colors, weights: str | None) -> Plot | None:
-    e = eq[(eq["metric"] == "equivariance_error") & ~tables.has(eq, "layer") & eq["angle_deg"].notna()]
+    e = eq[eq["metric"].isin(("equivariance_error", "invariance_error")) & ~tables.has(eq, "layer")
+           & eq["angle_deg"].notna()]
     if e.empty:
         return None
     panels = _panels(e)
@@ -50,7 +54,7 @@ def error_vs_angle(eq: pd.DataFrame, colors: Colors, weights: str | None) -> Plo
         fig, axes = figure(height_in=2.6 * nrows + 0.6, ncols=ncols, nrows=nrows, sharex=True)
         for i, (key, g) in enumerate(panels):
             ax = axes[i // ncols][i % ncols]
-            feat = key[0]
+            metric, feat = key[0], key[1]
             band = tables.floor_band(eq, feat or None)
             if not band.empty:
                 has_floor = True
@@ -70,10 +74,12 @@ def error_vs_angle(eq: pd.DataFrame, colors: Colors, weights: str | None) -> Plo
             ax.yaxis.set_minor_locator(NullLocator())
             ax.set_xlim(0, 360)
             ax.set_xticks(range(0, 361, 45))
-            title = " · ".join(str(k) for k in key if k) or "output"
-            ax.set_title(title, loc="left")
+            name = feat or "output"
+            if metric == "invariance_error":
+                name += " (invariance)"
+            ax.set_title(" · ".join([name, *(str(k) for k in key[2:] if k)]), loc="left")
             if i % ncols == 0:
-                ax.set_ylabel("equivariance error")
+                ax.set_ylabel("relative error")
             if i // ncols == nrows - 1 or i + ncols >= len(panels):
                 ax.set_xlabel("rotation angle (°)")
                 ax.tick_params(labelbottom=True)
@@ -89,9 +95,10 @@ def error_vs_angle(eq: pd.DataFrame, colors: Colors, weights: str | None) -> Plo
             handles.append(Patch(color="#9aa3ad", alpha=0.35, label="interpolation floor"))
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False)
         what = f" ({weights} weights)" if weights else ""
-        caption = ("Relative equivariance error vs rotation angle, mean over seeds, log scale. Grey band: "
-                   "interpolation floor (between the floor kinds measured); dashed: reflection composed with the "
-                   f"rotation. Values ≤ 0 are drawn at {clip:.1e}.")
+        caption = ("Relative equivariance error of feature maps (invariance error of vectors such as logits) vs "
+                   "rotation angle, mean over seeds, log scale. Grey band: interpolation floor (between the floor "
+                   "kinds measured); dashed: reflection composed with the rotation. Features named …:gpool are "
+                   f"compared after group pooling. Values ≤ 0 are drawn at {clip:.1e}.")
         if not has_floor:
             caption = caption.replace(" Grey band: interpolation floor (between the floor kinds measured);", "")
         return finish(fig, f"Equivariance error vs angle{what}", caption)

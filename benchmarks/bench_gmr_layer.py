@@ -1,0 +1,58 @@
+"""pytest-benchmark: one GMR layer, ours vs the official GMR-Conv vs nn.Conv2d, eval forward and train step.
+
+In the plain test run (``--benchmark-disable``) each benchmark body runs once, as a correctness check. In the perf
+environment run it with ``--benchmark-only``; the full issue grid with side-by-side ratios is
+``python -m gmr.perf`` (see docs/gmr_perf.md). Set ``GMR_BENCH_GRID=full`` to parametrise over that grid here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+import torch
+
+from gmr.perf import FULL_GRID, make_layers, step_fn
+
+if os.environ.get("GMR_BENCH_GRID") == "full":
+    POINTS = list(itertools.product(FULL_GRID["kernel_size"], FULL_GRID["channels"], FULL_GRID["size"]))
+    BATCH = 16
+else:  # small default: fast enough for the plain test run
+    POINTS = [(5, 8, 16), (9, 8, 16)]
+    BATCH = 2
+
+
+@pytest.fixture(autouse=True)
+def _torch_info(benchmark):
+    benchmark.extra_info.update(torch=torch.__version__, threads=torch.get_num_threads(), batch=BATCH)
+
+
+@pytest.mark.parametrize("kind", ["ours", "official", "conv2d"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("k,channels,size", POINTS)
+def test_gmr_layer(benchmark, kind, mode, k, channels, size):
+    torch.manual_seed(0)
+    layer = make_layers(kind, channels, k, "cpu")
+    x = torch.randn(BATCH, channels, size, size)
+    step = step_fn(layer, x, mode)
+    benchmark.group = f"{mode}-k{k}-C{channels}-{size}"
+    benchmark.extra_info.update(kind=kind, mode=mode, kernel_size=k, channels=channels, size=size)
+    out = benchmark(step)
+    assert out.shape == (BATCH, channels, size, size)
+    assert torch.isfinite(out).all()
+    if mode == "train":
+        assert all(p.grad is not None for p in layer.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_ours_matches_official_in_benchmark_setup(mode):
+    """The benchmarked layers compute the same function (ours built from the official one)."""
+    import gmr
+
+    torch.manual_seed(0)
+    ref = make_layers("official", 8, 9, "cpu")
+    ours = gmr.GMRConv2d.from_official(ref)
+    x = torch.randn(BATCH, 8, 16, 16)
+    a, b = step_fn(ref, x, mode)(), step_fn(ours, x, mode)()
+    assert (a - b).abs().max().item() <= 1e-5

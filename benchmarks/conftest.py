@@ -1,0 +1,103 @@
+"""pytest-benchmark suite for the model zoo (regression tracking; see docs/perf.md).
+
+- Files named ``bench_*.py`` in this folder are collected even when pyproject's ``python_files`` does not list
+  that pattern (hook below; it stands aside once the pattern is configured, so nothing is collected twice).
+- In the plain test run (``--benchmark-disable`` in addopts) every benchmark body runs once, as a correctness
+  check; ``tox -e perf`` runs them for real (``--benchmark-only --benchmark-enable``).
+- Environment knobs: ``EQUIBENCH_BENCH_DEVICE`` (cpu | cuda, default cpu), ``EQUIBENCH_BENCH_THREADS``
+  (torch threads, default 1), ``EQUIBENCH_BENCH_MODELS`` ("all", or a comma list; default: every layer model and
+  the small networks; see bench_zoo.py).
+- ``machine_info`` of every saved run gets torch / CUDA / cuDNN versions, the device name and the thread count.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def bench_device() -> torch.device:
+    dev = torch.device(os.environ.get("EQUIBENCH_BENCH_DEVICE", "cpu"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("EQUIBENCH_BENCH_DEVICE=cuda but torch.cuda.is_available() is False")
+    return dev
+
+
+def bench_threads() -> int:
+    return max(1, int(os.environ.get("EQUIBENCH_BENCH_THREADS", "1")))
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Module | None:
+    if file_path.suffix != ".py" or not file_path.name.startswith("bench_") or file_path.parent != HERE:
+        return None
+    if parent.session.isinitpath(file_path):
+        return None  # named on the command line: pytest's python plugin collects it already
+    if any(fnmatch.fnmatch(file_path.name, pat) for pat in parent.config.getini("python_files")):
+        return None  # python_files already covers bench_*.py
+    return pytest.Module.from_parent(parent, path=file_path)
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return platform.processor() or platform.machine()
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    dev = bench_device()
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    machine_info.update({
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "cuda_available": torch.cuda.is_available(),
+        "bench_device": str(dev),
+        "device_name": _device_name(dev),
+        "gpu_names": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "torch_threads": bench_threads(),
+        "cpu_count": os.cpu_count(),
+    })
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    return bench_device()
+
+
+@pytest.fixture(scope="session")
+def threads() -> int:
+    return bench_threads()
+
+
+@pytest.fixture(scope="session")
+def zoo_model():
+    """`zoo_model(name, in_channels, **kw)`: a model built once per session (escnn builds are slow), on the
+    benchmark device; a model whose optional library is missing is skipped."""
+    from bench.errors import MissingDependencyError
+    from bench.models import create_model
+
+    cache: dict[tuple, Any] = {}
+    dev = bench_device()
+
+    def get(name: str, in_channels: int, num_classes: int = 10, **kw: Any) -> torch.nn.Module:
+        key = (name, in_channels, num_classes, tuple(sorted(kw.items())))
+        if key not in cache:
+            torch.manual_seed(0)
+            try:
+                cache[key] = create_model(name, in_channels, num_classes, **kw).to(dev)
+            except MissingDependencyError as exc:
+                cache[key] = exc
+        value = cache[key]
+        if isinstance(value, Exception):
+            pytest.skip(str(value))
+        return value
+
+    return get

@@ -1,0 +1,159 @@
+"""The accuracy protocol: settings validation, rows, checkpoints, determinism, NaN handling, cnn vs gmr."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from bench.contract import INVARIANT, SymmetryContract
+from bench.errors import UsageError
+from bench.jobs import Job, RunContext
+from bench.models import MODELS, register_model
+from bench.protocols import accuracy
+from bench.protocols.accuracy import DEFAULTS, parse_angles, validate_settings
+from bench.training import evaluate_rotations
+
+TINY = "_test_tiny_acc"
+TINY_D4 = "_test_tiny_acc_d4"
+
+
+class Tiny(nn.Module):
+    """A very small CNN (a few ms per epoch on rotdigits); `symmetrise` averages it over the 8 grid symmetries."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, symmetrise: bool = False,
+                 scale: float = 1.0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 8, 5, stride=2)
+        self.head = nn.Linear(8 * 4 * 4, num_classes)
+        self.symmetrise = symmetrise
+        self.scale = scale
+        self.symmetry = SymmetryContract("D4-grid" if symmetrise else "trivial", features={"logits": INVARIANT})
+
+    def once(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x))
+        return self.head(nn.functional.adaptive_avg_pool2d(h, 4).flatten(1)) * self.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.symmetrise:
+            return self.once(x)
+        views = [torch.rot90(v, k, dims=(-2, -1)) for v in (x, torch.flip(x, (-1,))) for k in range(4)]
+        return torch.stack([self.once(v) for v in views]).mean(0)
+
+
+if TINY not in MODELS:
+    register_model(TINY)(lambda in_channels=1, num_classes=10, **kw: Tiny(in_channels, num_classes, **kw))
+    register_model(TINY_D4)(lambda in_channels=1, num_classes=10, **kw: Tiny(in_channels, num_classes, True, **kw))
+
+FAST = {"epochs": 2, "batch_size": 128, "lr": 3e-3, "train_limit": 400, "test_limit": 100, "eval_batch_size": 500}
+
+
+def run(tmp_path, model=TINY, seed=0, **settings):
+    ctx = RunContext(out_dir=tmp_path)
+    job = Job("accuracy", model, "rotdigits", seed, settings={**FAST, **settings})
+    return job, ctx, accuracy.run(job, ctx)
+
+
+def by(rows, **match):
+    return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+
+# -- settings ------------------------------------------------------------------------------------------------
+def test_parse_angles():
+    a = parse_angles("0:360:10")
+    assert len(a) == 37 and a[0] == 0 and a[-1] == 360
+    assert parse_angles("0:350:20")[-1] == 340  # stop only when it lands
+    assert parse_angles([0, 45.5]) == [0.0, 45.5] and parse_angles("0, 90") == [0.0, 90.0] and parse_angles(30) == [30.0]
+    for bad in ("0:360", "a:b:c", "0:360:0", "10:0:5", [], ["x"], True, None):
+        with pytest.raises(UsageError, match="angles"):
+            parse_angles(bad)
+
+
+def test_validate_settings():
+    s = validate_settings({})
+    assert s == DEFAULTS and s is not DEFAULTS
+    assert validate_settings({"conditions": "rotation"})["conditions"] == ["rotation"]
+    with pytest.raises(UsageError) as err:
+        validate_settings({"epoch": 3})
+    assert "Did you mean 'epochs'" in str(err.value) and "Valid settings: epochs, batch_size" in str(err.value)
+    for key, bad, hint in [("epochs", 0, ">= 1"), ("optimizer", "rmsprop", "adam, adamw, sgd"),
+                           ("schedule", "step", "cosine, none"), ("conditions", ["flip"], "upright, rotation"),
+                           ("conditions", [], "non-empty"), ("rotation", "lanczos", "bilinear"),
+                           ("lr", -1, "> 0"), ("mask", "yes", "true or false"), ("train_limit", 0, ">= 1"),
+                           ("epochs", True, ">= 1"), ("lr", float("nan"), "> 0")]:
+        with pytest.raises(UsageError, match=hint):
+            validate_settings({key: bad})
+
+
+# -- rows, checkpoints ---------------------------------------------------------------------------------------
+def test_rows_and_checkpoint(tmp_path):
+    job, ctx, rows = run(tmp_path, conditions=["upright", "rotation"])
+    for cond in ("upright", "rotation"):
+        mine = by(rows, condition=cond)
+        angle_rows = [r for r in by(mine, metric="accuracy", reflect="none") if "summary" not in r]
+        assert [r["angle_deg"] for r in angle_rows] == [float(a) for a in range(0, 361, 10)]
+        assert all(r["unit"] == "fraction" and 0 <= r["value"] <= 1 for r in angle_rows)
+        assert angle_rows[0]["value"] == angle_rows[-1]["value"]  # 360 == 0 exactly
+        flips = [r for r in mine if r["reflect"] in ("h", "v") and "summary" not in r]
+        assert [(r["reflect"], r["angle_deg"]) for r in flips] == [("h", 0.0), ("v", 0.0)]
+        summary = {r["summary"]: r for r in mine if "summary" in r}
+        assert set(summary) == {"upright", "mean", "worst", "flip_h", "flip_v"}
+        assert all(r["metric"] == "accuracy" and r["angle_deg"] is None for r in summary.values())
+        values = [r["value"] for r in angle_rows[:-1]]
+        assert summary["upright"]["value"] == values[0]
+        assert summary["mean"]["value"] == pytest.approx(sum(values) / 36)
+        assert summary["worst"]["value"] == min(values)
+        assert summary["flip_v"]["value"] == flips[1]["value"]
+        assert {r["metric"] for r in mine} == {"accuracy", "train_loss_final", "train_time_s", "eval_time_s"}
+        assert all(r["rotation"] == "bilinear" and r["mask"] is False for r in mine)
+        assert math.isfinite(by(mine, metric="train_loss_final")[0]["value"])
+
+        path = ctx.checkpoint_path(TINY, "rotdigits", 0, cond)
+        assert path.is_file() and not list(path.parent.glob("*.part"))
+        model = accuracy.load_trained(TINY, path, 1, 10)
+        assert not model.training
+        with pytest.raises(UsageError, match="holds a trained"):
+            accuracy.load_trained(TINY_D4, path, 1, 10)
+    # the reloaded upright model reproduces its evaluation exactly
+    from bench.datasets import create_dataset
+    from bench.training import fixed_subset
+
+    test = fixed_subset(create_dataset("rotdigits", "test"), FAST["test_limit"])
+    model = accuracy.load_trained(TINY, ctx.checkpoint_path(TINY, "rotdigits", 0, "upright"), 1, 10)
+    again = evaluate_rotations(model, test, [0.0, 90.0], flips=False)
+    first = {r["angle_deg"]: r["value"] for r in by(rows, condition="upright", reflect="none") if "summary" not in r
+             and r["metric"] == "accuracy"}
+    assert again["angles"] == {0.0: first[0.0], 90.0: first[90.0]}
+
+
+def test_deterministic_and_seed_dependent(tmp_path):
+    def values(rows):
+        return [(r["metric"], r.get("summary"), r.get("angle_deg"), r["reflect"], r["value"]) for r in rows
+                if not r["metric"].endswith("_time_s")]
+
+    _, _, a = run(tmp_path / "a", seed=3, mask=True, rotation="bicubic", angles=[0, 45, 90])
+    _, _, b = run(tmp_path / "b", seed=3, mask=True, rotation="bicubic", angles=[0, 45, 90])
+    _, _, c = run(tmp_path / "c", seed=4, mask=True, rotation="bicubic", angles=[0, 45, 90])
+    assert values(a) == values(b)
+    assert values(a) != values(c)
+    assert all(r["mask"] is True and r["rotation"] == "bicubic" for r in a)
+
+
+def test_grid_symmetric_model_is_exact(tmp_path):
+    """A model averaged over the 8 grid symmetries scores the same at 0/90/180/270 and under both flips."""
+    _, _, rows = run(tmp_path, model=TINY_D4, epochs=1, angles="0:270:90")
+    acc = [r["value"] for r in rows if r["metric"] == "accuracy" and "summary" not in r]
+    assert len(acc) == 6 and len(set(acc)) == 1
+
+
+def test_divergence_raises_floating_point_error(tmp_path):
+    with pytest.raises(FloatingPointError, match="NaN loss"):
+        run(tmp_path, model_kwargs={"scale": float("nan")})
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_needs_a_dataset(tmp_path):
+    with pytest.raises(UsageError, match="needs a dataset"):
+        accuracy.run(Job("accuracy", TINY, None, 0), RunContext(out_dir=tmp_path))
