@@ -30,13 +30,20 @@ CHECKPOINT_FORMAT = 1
 
 # -- determinism ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def deterministic(seed: int) -> Iterator[None]:
-    """Seed torch and switch on deterministic kernels for the duration (previous global state restored)."""
+def deterministic(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Seed torch; on CUDA also switch on deterministic kernels (cuDNN, cuBLAS) for the duration.
+
+    CPU kernels are deterministic for a fixed thread count already, and `torch.use_deterministic_algorithms`
+    imports torch._inductor (seconds), so the global flag is only touched on accelerators and restored after.
+    """
+    torch.manual_seed(seed)
+    if torch.device(device).type != "cuda":
+        yield
+        return
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
     prev_algos = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     prev_cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:

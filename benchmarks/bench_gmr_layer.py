@@ -23,11 +23,6 @@ else:  # small default: fast enough for the plain test run
     BATCH = 2
 
 
-@pytest.fixture(autouse=True)
-def _torch_info(benchmark):
-    benchmark.extra_info.update(torch=torch.__version__, threads=torch.get_num_threads(), batch=BATCH)
-
-
 @pytest.mark.parametrize("kind", ["ours", "official", "conv2d"])
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("k,channels,size", POINTS)
@@ -37,7 +32,8 @@ def test_gmr_layer(benchmark, kind, mode, k, channels, size):
     x = torch.randn(BATCH, channels, size, size)
     step = step_fn(layer, x, mode)
     benchmark.group = f"{mode}-k{k}-C{channels}-{size}"
-    benchmark.extra_info.update(kind=kind, mode=mode, kernel_size=k, channels=channels, size=size)
+    benchmark.extra_info.update(kind=kind, mode=mode, kernel_size=k, channels=channels, size=size, batch=BATCH,
+                                torch=torch.__version__, threads=torch.get_num_threads())
     out = benchmark(step)
     assert out.shape == (BATCH, channels, size, size)
     assert torch.isfinite(out).all()

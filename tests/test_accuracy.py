@@ -96,7 +96,7 @@ def test_rows_and_checkpoint(tmp_path):
         assert [r["angle_deg"] for r in angle_rows] == [float(a) for a in range(0, 361, 10)]
         assert all(r["unit"] == "fraction" and 0 <= r["value"] <= 1 for r in angle_rows)
         assert angle_rows[0]["value"] == angle_rows[-1]["value"]  # 360 == 0 exactly
-        flips = [r for r in mine if r["reflect"] in ("h", "v") and "summary" not in r]
+        flips = [r for r in mine if r.get("reflect") in ("h", "v") and "summary" not in r]
         assert [(r["reflect"], r["angle_deg"]) for r in flips] == [("h", 0.0), ("v", 0.0)]
         summary = {r["summary"]: r for r in mine if "summary" in r}
         assert set(summary) == {"upright", "mean", "worst", "flip_h", "flip_v"}

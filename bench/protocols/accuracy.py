@@ -220,7 +220,7 @@ def run(job: Job, ctx: RunContext) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for condition in s["conditions"]:
         tag = f"{job.model}/{job.dataset}/{condition}/seed{job.seed}"
-        with deterministic(job.seed):
+        with deterministic(job.seed, ctx.device):
             model = create_model(job.model, in_channels, num_classes, **s["model_kwargs"])
             trained = train_model(
                 model, train_set, seed=job.seed, epochs=s["epochs"], batch_size=s["batch_size"],
