@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p_run.add_argument("--dtype", choices=("float32", "float64"))
     p_run.add_argument("--threads", type=int)
-    p_run.add_argument("--out", type=Path, help="run directory (default: out/<profile>)")
+    p_run.add_argument("--out", type=Path, help="run directory (default: out/<profile>-<timestamp>)")
     p_run.add_argument("--resume", action="store_true", help="skip jobs already finished in --out")
     p_run.add_argument("--executor", choices=("local", "submitit"))
     p_run.add_argument("--dry-run", action="store_true", help="print the job list and write nothing")
@@ -136,7 +136,8 @@ def prepare_run(args: argparse.Namespace) -> tuple[Profile, list[Job], torch.dev
     profile = apply_overrides(load_profile(args.profile), args)
     device = resolve_device(profile.device)
     jobs = plan_jobs(profile, str(device))
-    out = args.out or DEFAULT_OUT / profile.name
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or DEFAULT_OUT / f"{profile.name}-{stamp}"
     store = ResultsStore(out)
     if store.path.exists() and not args.resume and not args.dry_run:
         raise UsageError(f"{out} already holds results; pass --resume to continue it or choose another --out")
