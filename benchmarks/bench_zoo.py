@@ -25,7 +25,7 @@ from bench.models import list_models
 
 LAYER_INPUT = {"batch": 8, "in_channels": 16, "resolution": 32}    # 16 -> 16 channels, kernel 7 (zoo default)
 NETWORK_INPUT = {"batch": 8, "in_channels": 1, "resolution": 32}
-SMOKE_NETWORKS = ("cnn", "gmr", "c8", "so2")  # plain run: one per family
+SMOKE_NETWORKS = ("cnn", "gmr", "c8")  # plain run: plain, GMR, escnn group conv
 WARMUP = 3
 
 

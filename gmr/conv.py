@@ -357,6 +357,11 @@ class _GMRConvNd(nn.Module):
         self._kernel_cache.clear()
         return super()._apply(fn, *args, **kwargs)
 
+    def __getstate__(self) -> dict[str, Any]:  # pickling / torch.save: cached kernels are not state
+        state = super().__getstate__()
+        state["_kernel_cache"] = {}
+        return state
+
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         self._kernel_cache.clear()
         super()._load_from_state_dict(*args, **kwargs)

@@ -138,102 +138,119 @@ def write_demo_run(out_dir: str | Path, seeds: tuple[int, ...] = (0, 1, 2), angl
                 for a in acc_angles:
                     v = min(100.0, accuracy(model, condition, a) + 0.35 * rng.standard_normal())
                     per[a] = v
-                    rows.append({**c, "metric": "accuracy", "value": v, "unit": "%", "angle_deg": a})
+                    rows.append({**c, "metric": "accuracy", "value": v / 100, "unit": "fraction", "angle_deg": a})
                 for a in acc_angles[::3]:
                     drop = {"cnn": 14.0, "c4": 9.0, "c8": 3.0, "gmr": 1.2}[model]
                     v = min(100.0, accuracy(model, condition, a) - drop + 0.4 * rng.standard_normal())
-                    rows.append({**c, "metric": "accuracy", "value": v, "unit": "%", "angle_deg": a,
+                    rows.append({**c, "metric": "accuracy", "value": v / 100, "unit": "fraction", "angle_deg": a,
                                  "reflect": "h"})
                 vals = [per[a] for a in acc_angles if a < 360]
                 summary = {"upright": per[0.0], "mean": float(np.mean(vals)), "worst": float(np.min(vals)),
-                           "flip_h": rows[len(acc_angles)]["value"], "flip_v": noisy(per[0.0] * 0.97, 0.01)}
+                           "flip_h": rows[len(acc_angles)]["value"] * 100, "flip_v": noisy(per[0.0] * 0.97, 0.01)}
                 for name, v in summary.items():
-                    rows.append({**c, "metric": "accuracy", "value": v, "unit": "%", "summary": name})
+                    rows.append({**c, "metric": "accuracy", "value": v / 100, "unit": "fraction", "summary": name})
                 store.append(_job_id(job), job, "ok", rows)
 
-    # equivariance (networks: init + trained, three features, per-layer rows; layers: init, "out")
+    # equivariance, shaped like bench.protocols.equivariance: feature maps -> equivariance_error (regular fields
+    # also after group pooling, ":gpool"; the raw field only at angles inside the group), vectors (pooled,
+    # logits) -> invariance_error, logits -> prediction_agreement; floors with weights "none"
+    regular = {"c4": 90.0, "c8": 45.0, "layer_c8": 45.0}
     for model in (*NETWORKS, *LAYERS):
         is_layer = model.startswith("layer_")
-        features = ("out",) if is_layer else ("features", "pooled", "logits")
+        maps = ("out",) if is_layer else ("features",)
+        job = _job("equivariance", model, None if is_layer else DATASET, 0)
+        c = {**_common(job), "rotation": "bilinear", "inputs": "bandlimited"}
+        rows = []
         for weights in (("init",) if is_layer else ("init", "trained")):
-            job = _job("equivariance", model, None if is_layer else DATASET, 0, weights=weights)
-            c = {**_common(job), "rotation": "bilinear", "weights": weights}
+            cw = {**c, "weights": weights}
             scale = 1.0 if weights == "init" else 1.4
-            rows = []
-            for feature in features:
+            for feature in maps:
+                views = [feature]
+                if model in regular:
+                    views.append(f"{feature}:gpool")
                 for a in angles:
                     for reflect in ("none", "h"):
-                        v = equivariance_error(model, a, reflect, feature) * scale
-                        rows.append({**c, "metric": "equivariance_error", "value": noisy(v), "unit": "rel",
-                                     "angle_deg": a, "reflect": reflect, "feature": feature})
-                lee = {"cnn": 0.9, "layer_conv2d": 0.8, "c4": 0.21, "c8": 0.06, "layer_c8": 0.05,
-                       "gmr": 0.03, "layer_gmr": 0.025}[model]
-                rows.append({**c, "metric": "lie_derivative", "value": noisy(lee * scale, 0.08), "unit": "rel",
-                             "feature": feature})
-            for kind in ("roundtrip", "blur"):
-                for a in angles:
-                    rows.append({**c, "metric": "interpolation_floor", "value": floor(kind, a), "unit": "rel",
-                                 "angle_deg": a, "floor_kind": kind})
+                        for view in views:
+                            outside = _dist(a, regular.get(model, 1.0)) > 1e-9 or reflect != "none"
+                            if view == feature and model in regular and outside:
+                                continue  # outside the group (C_n has no flips): only the pooled view
+                            v = equivariance_error(model, a, reflect, "out") * scale * (0.8 if ":" in view else 1.6)
+                            rows.append({**cw, "metric": "equivariance_error", "value": noisy(v),
+                                         "unit": "relative", "angle_deg": a, "reflect": reflect, "feature": view})
+                rows.append({**cw, "metric": "lie_derivative", "value": noisy(0.6 * scale, 0.08) *
+                             equivariance_error(model, 22.5, "none", "out") / 0.3, "unit": "relative/rad",
+                             "feature": f"{feature}:gpool" if model in regular else feature})
             if not is_layer:
-                for a in angles[::4]:
-                    for feature in ("pooled", "logits"):
-                        v = equivariance_error(model, a, "none", feature) * scale * 0.8
-                        rows.append({**c, "metric": "invariance_error", "value": noisy(v), "unit": "rel",
-                                     "angle_deg": a, "feature": feature})
-                    agree = 1.0 - min(0.95, 2.2 * equivariance_error(model, a, "none", "logits") * scale)
-                    rows.append({**c, "metric": "prediction_agreement", "value": agree, "unit": "fraction",
-                                 "angle_deg": a})
-                for i, layer in enumerate(("conv1", "conv2", "conv3", "conv4", "pool", "head")):
-                    for a in (22.5, 45.0, 67.5):
-                        v = equivariance_error(model, a, "none", "features") * scale * (0.35 + 0.18 * i)
-                        rows.append({**c, "metric": "equivariance_error", "value": noisy(v), "unit": "rel",
-                                     "angle_deg": a, "feature": "features", "layer": layer})
-            store.append(_job_id(job), job, "ok", rows)
+                for a in angles:
+                    for reflect in ("none", "h"):
+                        for feature in ("pooled", "logits"):
+                            v = equivariance_error(model, a, reflect, feature) * scale
+                            rows.append({**cw, "metric": "invariance_error", "value": noisy(v), "unit": "relative",
+                                         "angle_deg": a, "reflect": reflect, "feature": feature})
+                        agree = 1.0 - min(0.95, 2.2 * equivariance_error(model, a, reflect, "logits") * scale)
+                        rows.append({**cw, "metric": "prediction_agreement", "value": agree, "unit": "fraction",
+                                     "angle_deg": a, "reflect": reflect, "feature": "logits"})
+                rows.append({**cw, "metric": "lie_derivative", "value": noisy(0.05 * scale, 0.08) *
+                             equivariance_error(model, 22.5, "none", "logits") / 0.3, "unit": "1/rad",
+                             "feature": "logits"})
+                for i, layer in enumerate(("conv1", "bn1", "conv2", "bn2", "conv3", "pool")):
+                    exact = layer.startswith("bn")  # pointwise stages commute with the rotation
+                    v = 1e-7 if exact else equivariance_error(model, 45.0, "none", "out") * scale * (0.4 + 0.2 * i)
+                    rows.append({**cw, "metric": "equivariance_error", "value": noisy(v), "unit": "relative",
+                                 "angle_deg": 45.0, "feature": "stage", "layer": layer})
+        for kind in ("roundtrip", "blur"):
+            for a in angles:
+                rows.append({**c, "metric": "interpolation_floor", "value": floor(kind, a), "unit": "relative",
+                             "angle_deg": a, "feature": "input", "floor_kind": kind, "weights": "none"})
+        store.append(_job_id(job), job, "ok", rows)
 
-    # efficiency: networks over batch sizes, layers over kernel sizes
+    # efficiency, shaped like bench.protocols.efficiency: a base point plus one-factor sweeps (networks over the
+    # batch size, layers over the kernel size), every row with its point; memory kinds step / peak
     net_params = {"cnn": 391_434, "gmr": 118_250, "c4": 412_880, "c8": 452_106}
     net_lat = {"cnn": 0.82, "gmr": 1.05, "c4": 1.9, "c8": 3.4}
-    for model in NETWORKS:
+    lay_lat = {"layer_conv2d": (0.11, 0.012), "layer_gmr": (0.14, 0.013), "layer_c8": (0.32, 0.05)}
+    for model in (*NETWORKS, *LAYERS):
+        is_layer = model.startswith("layer_")
         job = _job("efficiency", model, None, 0)
         c = _common(job)
-        rows = [{**c, "metric": "params", "value": net_params[model], "unit": "count"},
-                {**c, "metric": "flops", "value": net_params[model] * 61.0, "unit": "count"},
-                {**c, "metric": "build_s", "value": {"cnn": 0.02, "gmr": 0.05, "c4": 1.4, "c8": 2.9}[model],
-                 "unit": "s"}]
-        for batch in (1, 32, 128):
-            cfg = {"batch": batch, "resolution": 28}
-            for mode, factor in (("eval", 1.0), ("train", 2.9)):
-                med = net_lat[model] * factor * (1 + batch / 24)
-                rows.append({**c, **cfg, "metric": "latency_ms", "value": med, "unit": "ms", "mode": mode,
-                             "stat": "median"})
-                rows.append({**c, **cfg, "metric": "latency_ms", "value": med * 0.04, "unit": "ms", "mode": mode,
-                             "stat": "iqr"})
-                mem = (12 + net_params[model] * 4e-6 + batch * (0.9 if model != "gmr" else 0.6)
-                       * (2.6 if model in ("c4", "c8") else 1.0)) * (1.0 if mode == "eval" else 2.4)
-                rows.append({**c, **cfg, "metric": "peak_memory_mb", "value": mem, "unit": "MB", "mode": mode})
-        store.append(_job_id(job), job, "ok", rows)
-    for model in LAYERS:
-        job = _job("efficiency", model, None, 0)
-        c = _common(job)
+        if is_layer:
+            points = [("base", 5, 32)] + [("kernel_size", k, 32) for k in (3, 5, 7, 9)]
+        else:
+            points = [("base", None, 32)] + [("batch", None, b) for b in (1, 32, 128)]
         rows = []
-        for k in (3, 5, 7, 9):
-            cfg = {"kernel_size": k, "channels": 16, "batch": 32, "resolution": 64}
-            params = {"layer_conv2d": 16 * 16 * k * k, "layer_gmr": 16 * 16 * (k // 2 + 1),
-                      "layer_c8": 16 * 16 * k * k // 8 * 8}[model]
-            lat = {"layer_conv2d": 0.11 + 0.012 * k * k, "layer_gmr": 0.14 + 0.013 * k * k,
-                   "layer_c8": 0.32 + 0.05 * k * k}[model]
-            rows += [{**c, **cfg, "metric": "params", "value": params, "unit": "count"},
-                     {**c, **cfg, "metric": "flops", "value": params * 64 * 64 * 2.0, "unit": "count"},
-                     {**c, **cfg, "metric": "latency_ms", "value": lat, "unit": "ms", "mode": "eval",
-                      "iqr_ms": lat * 0.05},
-                     {**c, **cfg, "metric": "latency_ms", "value": lat * 2.7, "unit": "ms", "mode": "train",
-                      "iqr_ms": lat * 0.12},
-                     {**c, **cfg, "metric": "peak_memory_mb",
-                      "value": 8.0 + 0.4 * k + (6.0 if model == "layer_c8" else 0.0), "unit": "MB",
-                      "mode": "eval"}]
-        rows.append({**c, "kernel_size": 9, "channels": 16, "batch": 4096, "resolution": 64,
-                     "metric": "peak_memory_mb", "value": None, "unit": "MB", "mode": "train", "status": "oom",
-                     "message": "CUDA out of memory at batch 4096"})
+        for sweep, k, batch in points:
+            pt = {**c, "sweep": sweep, "kernel_size": k, "channels": 16 if is_layer else None, "batch": batch,
+                  "resolution": 64 if is_layer else 28, "threads": 8}
+            if is_layer:
+                params = {"layer_conv2d": 16 * 16 * k * k, "layer_gmr": 16 * 16 * (k // 2 + 1),
+                          "layer_c8": 16 * 16 * k * k // 8}[model]
+                lat = lay_lat[model][0] + lay_lat[model][1] * k * k
+                flops = params * 64 * 64 * 2.0 * batch
+                mem = 8.0 + 0.4 * k + (6.0 if model == "layer_c8" else 0.0)
+            else:
+                params = net_params[model]
+                lat = net_lat[model] * (1 + batch / 24)
+                flops = params * 61.0 * batch
+                mem = 2 + batch * (0.9 if model != "gmr" else 0.6) * (2.6 if model in ("c4", "c8") else 1.0)
+            rows.append({**pt, "metric": "params", "value": params, "unit": "count"})
+            rows.append({**pt, "metric": "build_s", "value": {"cnn": 0.02, "gmr": 0.05, "c4": 1.4, "c8": 2.9}.get(
+                model, 0.01 if model != "layer_c8" else 0.6), "unit": "s"})
+            for mode, factor in (("eval", 1.0), ("train", 2.9)):
+                rows.append({**pt, "metric": "flops", "value": flops * factor, "unit": "FLOPs", "mode": mode})
+                med = lat * factor
+                rows.append({**pt, "metric": "latency_ms", "value": med, "unit": "ms", "mode": mode,
+                             "stat": "median", "runs": 50})
+                rows.append({**pt, "metric": "latency_ms", "value": med * 0.04, "unit": "ms", "mode": mode,
+                             "stat": "iqr", "runs": 50})
+                step = mem * (1.0 if mode == "eval" else 2.4)
+                rows.append({**pt, "metric": "peak_memory_mb", "value": step, "unit": "MiB", "mode": mode,
+                             "memory": "step"})
+                rows.append({**pt, "metric": "peak_memory_mb", "value": step + 412.0, "unit": "MiB", "mode": mode,
+                             "memory": "peak"})
+        if is_layer:
+            rows.append({**c, "sweep": "batch", "kernel_size": 9, "channels": 16, "batch": 4096, "resolution": 64,
+                         "metric": "peak_memory_mb", "value": None, "unit": "MiB", "mode": "train",
+                         "memory": "step", "status": "oom", "message": "CUDA out of memory at batch 4096"})
         store.append(_job_id(job), job, "ok", rows)
 
     # jobs that did not finish

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pandas as pd
+import tomllib
 
 from bench.results import ResultsStore
 from reports import format as fmt
@@ -262,7 +262,8 @@ def efficiency_section(d: pd.DataFrame, colors: Colors) -> Section | None:
                            "rows": rows, "title": "Cost and ratio to the plain baseline",
                            "caption": "Mean over seeds; latency is the median per pass. Below each value: the "
                                       "ratio to cnn (networks) or layer_conv2d (layers) at the same "
-                                      "configuration in this run."})
+                                      "configuration in this run. — in a setting column: not set (the "
+                                      "model's default)."})
     sec.blocks += _plot(eff_plots.latency_vs_kernel(eff, colors))
     sec.blocks += _plot(eff_plots.memory_vs_batch(eff, colors))
     sec.blocks += _plot(eff_plots.pareto(d, colors))

@@ -142,13 +142,6 @@ def choose_weights(eq: pd.DataFrame) -> str | None:
     return "init" if "init" in kinds else kinds[0]
 
 
-def filter_eq(df: pd.DataFrame, value: Any, col: str) -> pd.DataFrame:
-    """Rows where col == value (value None keeps rows where the column is unset)."""
-    if value is None:
-        return df[df[col].isna()]
-    return df[df[col] == value]
-
-
 # -- efficiency configuration ----------------------------------------------------------------------------------
 def has_base_points(eff: pd.DataFrame) -> bool:
     """Rows carry the efficiency protocol's `sweep` column with base-point rows."""
@@ -209,7 +202,7 @@ def latency_rows(eff: pd.DataFrame, mode: str = "eval") -> pd.DataFrame:
 
 
 def iqr_rows(eff: pd.DataFrame, mode: str = "eval") -> pd.DataFrame:
-    """IQR of latency as rows (from `stat == 'iqr'` rows, or the `iqr_ms` column of the median rows)."""
+    """IQR of latency as rows (from `stat == 'iqr'` rows, or the `iqr_ms` extra column of the median rows)."""
     lat = eff[(eff["metric"] == "latency_ms") & (eff["mode"] == mode)]
     explicit = lat[lat["stat"] == "iqr"]
     if not explicit.empty:
@@ -641,6 +634,7 @@ EFFICIENCY_COLUMNS = (
     ("params", "params", None),
     ("FLOPs", "flops", "eval"),
     ("eval latency (ms)", "latency_ms", "eval"),
+    ("eval IQR (ms)", "latency_iqr", "eval"),
     ("train latency (ms)", "latency_ms", "train"),
     ("exported eval latency (ms)", "latency_ms", "eval_exported"),
     ("peak memory (MB)", "peak_memory_mb", None),
@@ -666,6 +660,10 @@ def efficiency_ratio_table(df: pd.DataFrame) -> pd.DataFrame:
         part = eff[eff["metric"] == metric]
         if metric == "latency_ms":
             part = latency_rows(eff, mode)
+        elif metric == "latency_iqr":  # spread of the eval latency: shown, not compared
+            rows.extend({**r, "ratio": np.nan} for r in _ratio_rows(iqr_rows(eff, mode), config, label, None,
+                                                                     (metric, mode)))
+            continue
         elif metric == "peak_memory_mb":
             part, _ = memory_kind(part)
             modes = distinct(part["mode"])
@@ -745,9 +743,13 @@ def efficiency_wide(ratio_long: pd.DataFrame) -> tuple[list[str], list[str], lis
     if ratio_long.empty:
         return [], [], []
     keys = [c for c in ratio_long.columns if c not in ("column", "value", "ratio")]
-    config = keys[1:]
-    labels = [lab for lab, *_ in EFFICIENCY_COLUMNS if lab in set(ratio_long["column"])]
-    labels += sorted(set(ratio_long["column"]) - set(labels))
+    slots = [lab for lab, *_ in EFFICIENCY_COLUMNS]
+
+    def label_key(lab: str) -> tuple:
+        slot = "peak memory (MB)" if lab.startswith("peak memory") else lab
+        return (slots.index(slot) if slot in slots else len(slots), lab)
+
+    labels = sorted(set(ratio_long["column"]), key=label_key)
     groups: dict[tuple, dict[str, Any]] = {}
     for rec in ratio_long.to_dict("records"):
         key = tuple(None if fmt.is_missing(rec[k]) else rec[k] for k in keys)
@@ -758,14 +760,19 @@ def efficiency_wide(ratio_long: pd.DataFrame) -> tuple[list[str], list[str], lis
                 and all(v is None or v == bv for v, bv in zip(small[1:], big[1:]))
                 and sum(v is not None for v in big) > sum(v is not None for v in small))
 
-    maximal = [k for k in groups if not any(covers(o, k) for o in groups)]
-    merged: dict[tuple, dict[str, Any]] = {k: dict(groups[k]) for k in maximal}
-    for key, cells in groups.items():
-        if key in merged:
+    # A row whose config is a strict subset of other rows' (e.g. params recorded without a batch size) is folded
+    # into them when it only adds columns they lack; otherwise (e.g. a base point at the model's default kernel
+    # size, None here) it is a measurement point of its own.
+    merged: dict[tuple, dict[str, Any]] = {k: dict(v) for k, v in groups.items()}
+    for key in sorted(groups, key=lambda k: sum(v is not None for v in k)):
+        cells = groups[key]
+        targets = [k for k in groups if covers(k, key)]
+        if not targets or any(set(cells) & set(groups[t]) for t in targets):
             continue
-        for target in (k for k in maximal if covers(k, key)):
+        for t in targets:
             for lab, rec in cells.items():
-                merged[target].setdefault(lab, rec)
+                merged[t].setdefault(lab, rec)
+        del merged[key]
 
     def order(k: tuple) -> tuple:
         return (str(k[0]), *((1, 0.0) if v is None else (0, float(v)) for v in k[1:]))

@@ -18,7 +18,7 @@ from bench.models import create_model, list_models, missing_requirements
 from bench.rotation import rotate
 
 warnings.filterwarnings("ignore", category=UserWarning)
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 NETWORKS = list_models(level="network")
 LAYERS = list_models(level="layer")
@@ -30,8 +30,11 @@ INPUTS = [(1, 29), (3, 33)]
 # ResNet-18-scale models whose default (match='params') build is heavy run the small 1-channel input at
 # match='channels'; their default configuration runs on the 3-channel 33x33 input.
 LIGHT_KW = {"c8_resnet18": {"match": "channels"}, "gmr_resnet18": {"match": "channels"}}
-# input size at which a model's claims are exact (downsampling inputs must be odd / divisible by 16)
+# input size at which a model's claims are exact (downsampling inputs must be odd / divisible by 16); the
+# ResNet-18-scale claims are structural, checked on the lighter match='channels' builds (gmr_resnet18 with the
+# dense GMR path: the two-stage path is much slower on CPU; both are exact, see tests/test_gmr_*).
 EXACT_INPUT = {"c8_resnet18": (3, 33), "gmr_resnet18": (3, 32)}
+EXACT_KW = {"c8_resnet18": {"match": "channels"}, "gmr_resnet18": {"match": "channels", "impl": "dense"}}
 
 FEATURE_KIND = {"cnn": "scalar", "resnet18": "scalar", "gmr": "scalar", "gmr_radius": "scalar",
                 "gmr_official": "scalar", "gmr_resnet18": "scalar", "c4": "regular", "c8": "regular",
@@ -43,6 +46,8 @@ GROUP = {"cnn": "trivial", "resnet18": "trivial", "gmr": "D4-grid", "gmr_radius"
          "d8": "D8", "e2cnn_c8": "C8", "e2cnn_d8": "D8", "c8_resnet18": "C8", "so2": "SO2", "o2": "O2",
          "so2_fourier": "SO2", "e2cnn_so2": "SO2"}
 GRID_ELEMENTS = [(90, False), (180, False), (270, False), (0, True), (90, True), (180, True), (270, True)]
+# the generators of the grid symmetries (rot90 and the horizontal flip) plus one composite
+CHECKED_ELEMENTS = [(90, False), (0, True), (270, True)]
 
 
 def _skip_missing(name: str) -> None:
@@ -100,13 +105,13 @@ def test_network_forward_and_features(zoo, name, in_channels, size):
     x = _x(in_channels, size)
     with torch.no_grad():
         feats = model.forward_features(x)
-        logits = model(x)
+        logits = model(x[:1])  # eval mode: batch independent, so one image is enough to compare
     assert set(feats) >= set(contract.features)
     f, pooled = feats["features"], feats["pooled"]
     assert f.dim() == 4 and f.shape[0] == 2
     assert pooled.dim() == 2 and pooled.shape[0] == 2
-    assert feats["logits"].shape == logits.shape == (2, 10)
-    torch.testing.assert_close(feats["logits"], logits, rtol=1e-5, atol=1e-5)
+    assert feats["logits"].shape == (2, 10) and logits.shape == (1, 10)
+    torch.testing.assert_close(feats["logits"][:1], logits, rtol=1e-4, atol=1e-5)
     if spec.field_type is not None:
         assert f.shape[1] == spec.field_type.size
     assert torch.isfinite(logits).all() and logits.abs().max() > 0
@@ -117,8 +122,7 @@ def test_network_exact_claims(zoo, name):
     """Logits and pooled invariants are invariant (<= 1e-4) under every grid symmetry the model claims, and the
     feature map transforms by its declared field type (rho_out from bench.fields)."""
     in_channels, size = EXACT_INPUT.get(name, (1, 29))
-    kw = LIGHT_KW.get(name, {}) if in_channels == 1 else {}
-    model = zoo(name, in_channels, **kw)
+    model = zoo(name, in_channels, **EXACT_KW.get(name, {}))
     contract = model.symmetry
     claimed = [(a, r) for a, r in GRID_ELEMENTS if contract.claims(a, r)]
     if name in PLAIN:
@@ -126,18 +130,21 @@ def test_network_exact_claims(zoo, name):
         return
     assert (90, False) in claimed
     assert ((0, True) in claimed) == (name.startswith(("d", "e2cnn_d", "o2", "gmr")))
+    checked = [e for e in CHECKED_ELEMENTS if e in claimed]
     spec = contract.features["features"]
     x = _x(in_channels, size, seed=1)
+    batch = torch.cat([x] + [rotate(x, a, reflect=r) for a, r in checked])  # one forward for all elements
     with torch.no_grad():
-        ref = model.forward_features(x)
-        for angle, reflect in claimed:
-            out = model.forward_features(rotate(x, angle, reflect=reflect))
-            for key in ("logits", "pooled"):
-                err = _rel(out[key], ref[key])
-                assert err <= EXACT_TOL, f"{name} {key} at ({angle}, {reflect}): {err:.2e}"
-            expected = apply_rho(spec, rotate(ref["features"], angle, reflect=reflect), angle, reflect)
-            err = _rel(out["features"], expected)
-            assert err <= EXACT_TOL, f"{name} features at ({angle}, {reflect}): {err:.2e}"
+        out = model.forward_features(batch)
+    ref = {k: v[:2] for k, v in out.items()}
+    for i, (angle, reflect) in enumerate(checked, start=1):
+        got = {k: v[2 * i : 2 * i + 2] for k, v in out.items()}
+        for key in ("logits", "pooled"):
+            err = _rel(got[key], ref[key])
+            assert err <= EXACT_TOL, f"{name} {key} at ({angle}, {reflect}): {err:.2e}"
+        expected = apply_rho(spec, rotate(ref["features"], angle, reflect=reflect), angle, reflect)
+        err = _rel(got["features"], expected)
+        assert err <= EXACT_TOL, f"{name} features at ({angle}, {reflect}): {err:.2e}"
 
 
 @pytest.mark.parametrize("name", sorted(PLAIN))
@@ -145,9 +152,8 @@ def test_plain_models_are_not_invariant(zoo, name):
     model = zoo(name, 1, **LIGHT_KW.get(name, {}))
     x = _x(1, 29, seed=2)
     with torch.no_grad():
-        ref = model.forward_features(x)
-        rot = model.forward_features(torch.rot90(x, 1, (-2, -1)))
-        flip = model.forward_features(torch.flip(x, (-1,)))
+        out = model.forward_features(torch.cat([x, torch.rot90(x, 1, (-2, -1)), torch.flip(x, (-1,))]))
+    ref, rot, flip = ({k: v[i : i + 2] for k, v in out.items()} for i in (0, 2, 4))
     assert _rel(rot["pooled"], ref["pooled"]) > 1e-2
     assert _rel(rot["logits"], ref["logits"]) > 1e-2
     assert _rel(flip["pooled"], ref["pooled"]) > 1e-2
@@ -216,7 +222,7 @@ def test_bad_match_and_unknown_keywords_are_usage_errors():
     with pytest.raises(UsageError, match="unexpected keyword"):
         create_model("cnn", 1, 10, kernel_size=3)
     with pytest.raises(UsageError, match="widths"):
-        create_model("cnn", 1, 10, widths=(1, 2))
+        create_model("gmr", 1, 10, widths=(1, 2))
 
 
 def test_escnn_and_e2cnn_twins_agree(zoo):
@@ -254,10 +260,13 @@ def test_layer_forward_contract_and_claims(zoo, name):
         if name == "layer_conv2d":
             assert claimed == []
             assert _rel(layer(torch.rot90(x, 1, (-2, -1))), torch.rot90(y, 1, (-2, -1))) > 1e-2
-        for angle, reflect in claimed:
-            expected = apply_rho(spec, rotate(y, angle, reflect=reflect), angle, reflect)
-            err = _rel(layer(rotate(x, angle, reflect=reflect)), expected)
-            assert err <= EXACT_TOL, f"{name} at ({angle}, {reflect}): {err:.2e}"
+            return
+        checked = [e for e in CHECKED_ELEMENTS if e in claimed]
+        out = layer(torch.cat([rotate(x, a, reflect=r) for a, r in checked]))
+    for i, (angle, reflect) in enumerate(checked):
+        expected = apply_rho(spec, rotate(y, angle, reflect=reflect), angle, reflect)
+        err = _rel(out[2 * i : 2 * i + 2], expected)
+        assert err <= EXACT_TOL, f"{name} at ({angle}, {reflect}): {err:.2e}"
 
 
 def test_layer_default_channels_and_field_mapping(zoo):

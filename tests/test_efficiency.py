@@ -56,6 +56,12 @@ def exportable_layer(in_channels, num_classes, kernel_size=3, channels=None):
     return ExportableLayer(in_channels, kernel_size)
 
 
+def broken_layer(in_channels, num_classes, kernel_size=3, channels=None):
+    if kernel_size != 3:
+        raise RuntimeError("cannot build this one")
+    return ExportableLayer(in_channels, kernel_size)
+
+
 # -- settings ------------------------------------------------------------------------------------------------
 def test_validate_settings_merges_defaults():
     s = eff.validate_settings({"batch": 4})
@@ -155,19 +161,27 @@ def test_oom_points_are_recorded_and_the_sweep_continues(tmp_path):
         assert len(good) and (good["status"] == "ok").all()
 
 
-def test_oom_in_the_memory_probe_skips_that_points_timing(tmp_path):
-    df = frame(run("bench.cost.calibration:oom_model", tmp_path, level="layer", resolution=8, resolutions=[96],
-                   layer_channels=2, metrics=["peak_memory_mb", "flops"], sweep_metrics=["peak_memory_mb", "flops"]))
-    good = df[df["resolution"] == 8]
-    assert (good["status"] == "ok").all(), good["message"].tolist()
-    mem = good[good["metric"] == "peak_memory_mb"]
-    assert set(zip(mem["mode"], mem["memory"])) == {("eval", "step"), ("eval", "peak"), ("train", "step"),
-                                                   ("train", "peak")}
-    assert (mem["unit"] == "MiB").all() and (mem["value"] > 0).all()
-    bad = df[df["resolution"] == 96]
-    assert set(bad[bad["metric"] == "peak_memory_mb"]["status"]) == {"oom"}
-    skipped = bad[bad["metric"] == "flops"]
+def test_memory_rows_see_a_known_allocation_and_the_guard_skips_the_point(tmp_path):
+    # the CPU probe (a fresh process per point) through the whole protocol: alloc_model's forward materialises
+    # exactly 200 MiB, in eval and in train
+    common = dict(level="network", in_channels=2, batch=2, resolution=8, metrics=["peak_memory_mb", "flops"],
+                  modes=["eval", "train"])
+    df = frame(run("bench.cost.calibration:alloc_model", tmp_path, **common))
+    assert (df["status"] == "ok").all(), df["message"].tolist()
+    mem = df[df["metric"] == "peak_memory_mb"].set_index(["mode", "memory"])["value"]
+    assert set(mem.index) == {("eval", "step"), ("eval", "peak"), ("train", "step"), ("train", "peak")}
+    assert mem[("eval", "step")] == pytest.approx(200.0, rel=0.10)
+    assert mem[("train", "step")] == pytest.approx(200.0, rel=0.10)
+    assert (df[df["metric"] == "peak_memory_mb"]["unit"] == "MiB").all()
+    # guard: an absolute-RSS budget between the baseline and the peak -> oom rows; FLOPs/latency of the point
+    # are skipped (never run in this process), also with status oom
+    budget = mem[("eval", "peak")] - 100.0
+    guarded = frame(run("bench.cost.calibration:alloc_model", tmp_path, **common, max_memory_mb=budget))
+    mem_rows = guarded[guarded["metric"] == "peak_memory_mb"]
+    assert set(mem_rows["status"]) == {"oom"} and mem_rows["message"].str.contains("max_memory_mb").all()
+    skipped = guarded[guarded["metric"] == "flops"]
     assert set(skipped["status"]) == {"oom"} and skipped["message"].str.contains("memory probe").all()
+    assert (guarded[guarded["metric"] == "params"]["status"] == "ok").all()
 
 
 def test_model_rejecting_a_swept_keyword_gets_an_error_row_not_a_crash(tmp_path):
@@ -178,6 +192,16 @@ def test_model_rejecting_a_swept_keyword_gets_an_error_row_not_a_crash(tmp_path)
     ks = df[df["sweep"] == "kernel_size"]
     assert len(ks) == 2 and set(ks["status"]) == {"error"} and set(ks["metric"]) == {"build_s"}
     assert ks["message"].str.contains("kernel_size").all()
+
+
+def test_build_failure_fails_the_job_at_the_base_point_but_not_at_a_sweep_point(tmp_path):
+    df = frame(run("test_efficiency:broken_layer", tmp_path, level="layer", metrics=["params"],
+                   sweep_metrics=["params"], kernel_size=3, kernel_sizes=[5]))
+    assert set(df[df["sweep"] == "kernel_size"]["status"]) == {"error"}
+    job = Job("efficiency", "test_efficiency:broken_layer", None, 0,
+              settings={**FAST, "level": "layer", "metrics": ["params"], "kernel_size": 5})
+    status, rows, message = execute_job(job, RunContext(out_dir=tmp_path))
+    assert status == "error" and "cannot build" in message and rows == []
 
 
 def test_runner_keeps_row_statuses(tmp_path):

@@ -4,6 +4,7 @@ No test asserts a measured time: the timing test drives the Timer with a fake cl
 """
 
 import importlib.util
+import shutil
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from bench.cost.flops import (
     gmr_two_stage_flops,
     model_flops,
 )
-from bench.cost.memory import ProbeSpec, probe_cpu_subprocess
+from bench.cost.memory import ProbeSpec, cpu_step_memory_in_process, probe_cpu_subprocess
 from bench.cost.steps import eval_step, is_oom, train_step
 from bench.cost.timing import fixed_threads, time_callable
 
@@ -134,17 +135,27 @@ def test_is_oom_classification():
     assert not is_oom(RuntimeError("shape mismatch"))
 
 
-# -- CPU peak memory (fresh subprocess; each probe costs a torch import) --------------------------------------
-def test_cpu_memory_probe_sees_a_known_allocation_and_the_guard_stops_it():
-    mb = 200.0
-    spec = ProbeSpec(model="bench.cost.calibration:alloc_model", modes=["eval"], model_kwargs={"mb": mb})
-    res = probe_cpu_subprocess(spec, timeout=300)["eval"]
-    assert res.status == "ok", res.message
-    assert res.method == "VmHWM"
-    assert res.step_mb == pytest.approx(mb, rel=0.10)
-    assert res.peak_mb == pytest.approx(res.baseline_mb + res.step_mb)
-    # guard: an absolute-RSS budget that the step's allocation crosses -> "oom", the parent survives
-    spec.max_memory_mb = res.baseline_mb + mb / 2
-    guarded = probe_cpu_subprocess(spec, timeout=300)["eval"]
-    assert guarded.status == "oom"
-    assert "max_memory_mb" in guarded.message
+# -- CPU peak memory ------------------------------------------------------------------------------------------
+# (the subprocess probe's known-allocation and guard tests run through the protocol in test_efficiency.py)
+def test_in_process_cpu_measurement_classifies_oom():
+    def step():
+        raise torch.OutOfMemoryError("simulated")
+
+    assert cpu_step_memory_in_process(step, warmup=0, mode="eval").status == "oom"
+
+
+def test_in_process_cpu_measurement_of_a_known_allocation():
+    # in this (long-lived, busy) process glibc may reuse freed heap, so only a loose lower bound here; the
+    # accurate 10 % check runs in the fresh probe process
+    def step():
+        return torch.ones(25 * 2**20)  # 100 MiB, kept alive until measured
+
+    res = cpu_step_memory_in_process(step, warmup=0, mode="eval")
+    assert res.status == "ok" and res.method in ("VmHWM", "sampled")
+    assert res.step_mb > 50
+
+
+def test_probe_reports_a_child_that_died_without_a_result_as_error():
+    spec = ProbeSpec(model="whatever", modes=["eval", "train"])
+    res = probe_cpu_subprocess(spec, timeout=60, python=shutil.which("false") or "/bin/false")
+    assert {r.status for r in res.values()} == {"error"} and "exited 1" in res["eval"].message

@@ -88,6 +88,14 @@ def test_parameter_count_matches_official_and_spec():
     assert n_ours == 3_996_685
 
 
+@pytest.mark.parametrize("name", ["gmr_resnet34", "gmr_resnet50"])
+def test_deeper_resnets_match_official_structure(name):
+    ours = getattr(gmr, name)(10, kernel_sizes=[9, 9, 5, 5])
+    ref = getattr(official_resnet, name)(num_classes=10, gmr_conv_size=[9, 9, 5, 5])
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+    gmr.load_official_state_dict(ours, ref.state_dict())  # strict
+
+
 def test_official_state_dict_loads_and_matches():
     torch.manual_seed(3)
     ref = official_resnet.gmr_resnet18(num_classes=10, gmr_conv_size=[9, 9, 5, 5])

@@ -60,10 +60,10 @@ def write_equivariance(store: ResultsStore, models=("c8", "cnn", "gmr", "layer_c
                              "unit": "rel", "angle_deg": a, "feature": feature})
                 rows.append({**c, "metric": "equivariance_error", "value": 2 * eq_error(model, a + 1, seed),
                              "unit": "rel", "angle_deg": a, "feature": feature, "reflect": "h"})
-                for kind, scale in (("roundtrip", 2e-3), ("blur", 1e-3)):
+                for kind, scale in (("roundtrip", 2e-3), ("blur", 1e-3)):  # as the protocol writes them
                     v = 0.0 if a % 90 == 0 else scale
-                    rows.append({**c, "metric": "interpolation_floor", "value": v, "unit": "rel",
-                                 "angle_deg": a, "floor_kind": kind})
+                    rows.append({**c, "metric": "interpolation_floor", "value": v, "unit": "relative",
+                                 "angle_deg": a, "floor_kind": kind, "feature": "input", "weights": "none"})
             rows.append({**c, "metric": "lie_derivative", "value": 0.1 * LATENCY[model], "unit": "rel",
                          "feature": feature})
             if not model.startswith("layer_"):
@@ -200,6 +200,9 @@ def test_render_writes_report_html(full_run):
     assert html.startswith("<!DOCTYPE html>")
     for section in ("environment", "headline", "equivariance", "accuracy", "efficiency", "failed"):
         assert f'id="{section}"' in html
+    # floors (weights "none") belong to every block, not to a block of their own; only init weights here
+    assert "none weights" not in html and "At initialisation" not in html
+    assert "interpolation floor" in html
 
 
 def test_headline_models_and_ratios(full_run):
@@ -302,7 +305,7 @@ def test_section_tables(full_run):
     # efficiency ratio table carries value and ratio in a cell
     eff = next(t for t in tables if t["id"] == "efficiency-ratios")
     c8_b1 = next(r for r in eff["rows"] if r[0] == "c8" and r[1] == "1")
-    assert "5.00 2.50×" in c8_b1 and "450k 1.12×" in c8_b1
+    assert "5.00 2.50×" in c8_b1 and "450k 1.12×" in c8_b1 and "0.500" in c8_b1  # median, ratio; IQR
     # environment
     assert "abc123def" in html and "not installed" in html and "quick" in html
 
@@ -343,6 +346,11 @@ def test_subset_of_protocols_and_iqr_column(tmp_path):
     table = headline_table(store.frame())
     assert list(table.columns) == ["model", "params", "eval latency (ms)", "peak memory (MB)", "params ×ref",
                                    "latency ×ref", "memory ×ref"]
+    # the IQR comes from the iqr_ms column here (stat rows elsewhere) and is shown next to the median
+    eff = next(t for t in parse_tables(html) if t["id"] == "efficiency-ratios")
+    header = eff["rows"][0]
+    c8_b1 = dict(zip(header, next(r for r in eff["rows"] if r[0] == "c8" and r[1] == "1")))
+    assert c8_b1["eval latency (ms)"] == "5.00 2.50×" and c8_b1["eval IQR (ms)"] == "0.500"
 
 
 def test_accuracy_only_run(tmp_path):
@@ -355,3 +363,59 @@ def test_accuracy_only_run(tmp_path):
     table = headline_table(store.frame(), formatted=False)
     assert table.loc[0, "acc_upright"] == pytest.approx(98.1)
     assert not any(c.endswith("_ratio") for c in table.columns)
+
+
+def efficiency_protocol_rows(model: str, scale: float) -> list[dict]:
+    """Rows shaped like bench.protocols.efficiency writes them: base point + batch sweep, memory kinds,
+    flops per mode, stat median/iqr."""
+    j = job("efficiency", model)
+    rows = []
+    for sweep, batch in (("base", 8), ("batch", 1), ("batch", 8), ("batch", 32)):
+        c = {**base(j), "batch": batch, "resolution": 32, "kernel_size": None, "channels": None,
+             "threads": 2, "sweep": sweep}
+        rows += [{**c, "metric": "params", "value": 1000 * scale, "unit": "count", "mode": None},
+                 {**c, "metric": "flops", "value": 1e6 * scale * batch, "unit": "FLOPs", "mode": "eval"},
+                 {**c, "metric": "flops", "value": 3e6 * scale * batch, "unit": "FLOPs", "mode": "train"}]
+        for mode, f in (("eval", 1.0), ("train", 3.0)):
+            lat = scale * f * batch
+            rows += [{**c, "metric": "latency_ms", "value": lat, "unit": "ms", "mode": mode, "stat": "median"},
+                     {**c, "metric": "latency_ms", "value": lat / 10, "unit": "ms", "mode": mode, "stat": "iqr"},
+                     {**c, "metric": "peak_memory_mb", "value": scale * batch * f, "unit": "MiB", "mode": mode,
+                      "memory": "step"},
+                     {**c, "metric": "peak_memory_mb", "value": 300 + scale * batch * f, "unit": "MiB",
+                      "mode": mode, "memory": "peak"}]
+    return j, rows
+
+
+def test_efficiency_protocol_row_shapes(tmp_path):
+    """Base point, memory kinds and per-mode FLOPs are told apart (not averaged together)."""
+    from reports import headline_table, tables
+
+    store = ResultsStore(tmp_path)
+    for model, scale in (("cnn", 2.0), ("c8", 5.0)):
+        j, rows = efficiency_protocol_rows(model, scale)
+        store.append(f"eff-{model}", j, "ok", rows)
+    n = headline_table(store.frame(), formatted=False).set_index("model")
+    assert n.loc["c8", "latency_ms"] == pytest.approx(40.0)      # base point: batch 8, eval median
+    assert n.loc["c8", "peak_memory_mb"] == pytest.approx(40.0)  # memory kind "step", eval
+    assert n.loc["c8", "latency_ratio"] == pytest.approx(2.5)
+    long = tables.efficiency_ratio_table(store.frame())
+    flops = long[(long["column"] == "FLOPs") & (long["model"] == "c8") & (long["batch"] == 32)]
+    assert flops["value"].tolist() == [pytest.approx(5e6 * 32)] and flops["ratio"].tolist() == [pytest.approx(2.5)]
+    mem = long[long["column"].str.startswith("peak memory") & (long["model"] == "c8") & (long["batch"] == 1)]
+    assert sorted(mem["value"]) == [pytest.approx(5.0), pytest.approx(15.0)]  # step kind, eval and train
+
+
+def test_ratio_fallback_without_bench_cost(tmp_path, monkeypatch):
+    """Same ratios when bench.cost.ratios is missing (computed in reports.tables)."""
+    from reports import tables
+
+    store = ResultsStore(tmp_path)
+    write_efficiency(store)
+    with_external = tables.efficiency_ratio_table(store.frame())
+    monkeypatch.setitem(sys.modules, "bench.cost.ratios", None)  # import now raises ImportError
+    fallback = tables.efficiency_ratio_table(store.frame())
+    assert tables._external_ratios(tables.prepare(store.frame()), []) is None
+    assert with_external["ratio"].tolist() == pytest.approx(fallback["ratio"].tolist(), nan_ok=True)
+    c8 = fallback[(fallback["model"] == "c8") & (fallback["column"] == "eval latency (ms)")]
+    assert c8["ratio"].tolist() == pytest.approx([2.5, 2.5])

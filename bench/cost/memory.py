@@ -214,14 +214,15 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def probe_cpu_subprocess(spec: ProbeSpec, *, timeout: float = 600.0) -> dict[str, MemoryResult]:
+def probe_cpu_subprocess(spec: ProbeSpec, *, timeout: float = 600.0,
+                         python: str | None = None) -> dict[str, MemoryResult]:
     """Run ``python -m bench.cost.memprobe`` in a fresh process; one `MemoryResult` per mode of `spec`.
 
     Modes are measured one after the other in that process (baseline and high-water mark are reset before each
     step). A mode the child did not report gets the child's failure: "timeout", "oom" (killed by SIGKILL, the
     kernel OOM killer's signal) or "error" with the tail of its stderr.
     """
-    cmd = [sys.executable, "-m", "bench.cost.memprobe", "--spec", spec.to_json()]
+    cmd = [python or sys.executable, "-m", "bench.cost.memprobe", "--spec", spec.to_json()]
     results: dict[str, MemoryResult] = {}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_child_env())

@@ -248,9 +248,10 @@ def run(job: Job, ctx: RunContext) -> list[dict[str, Any]]:
                 rows.append({"metric": "accuracy", "value": result[f"flip_{which}"], "unit": "fraction",
                              "angle_deg": 0.0, "reflect": which, **extra})
         rows.extend({**r, **extra} for r in summary_rows(result, angles))
-        rows.append({"metric": "train_loss_final", "value": trained["train_loss_final"], "unit": "nats", **extra})
-        rows.append({"metric": "train_time_s", "value": trained["train_time_s"], "unit": "s", **extra})
-        rows.append({"metric": "eval_time_s", "value": result["eval_time_s"], "unit": "s", **extra})
+        for metric, value, unit in (("train_loss_final", trained["train_loss_final"], "nats"),
+                                    ("train_time_s", trained["train_time_s"], "s"),
+                                    ("eval_time_s", result["eval_time_s"], "s")):
+            rows.append({"metric": metric, "value": value, "unit": unit, "reflect": "none", **extra})
         del model
         if torch.cuda.is_available() and torch.device(ctx.device).type == "cuda":
             torch.cuda.empty_cache()

@@ -13,8 +13,17 @@ Rows (``protocol = efficiency``; the runner adds model, device, dtype, seed, job
 
 Every row also carries ``batch``, ``resolution``, ``kernel_size`` and ``channels`` (None = the model's
 default), ``threads`` and ``sweep`` (``base`` or the swept axis: ``kernel_size``, ``channels``, ``resolution``,
-``batch``). A point that runs out of memory gets rows with ``status = "oom"`` and no value, and the sweep goes
-on; a model that rejects a swept keyword gets one ``build_s`` row with ``status = "error"`` per point.
+``batch``); a point reached by two sweeps (or equal to the base point) is measured once and reported under
+each. A point that runs out of memory gets rows with ``status = "oom"`` and no value, and the sweep goes on; a
+sweep point whose model cannot be built (e.g. the factory rejects ``kernel_size=``) gets one ``build_s`` row
+with ``status = "error"``; a model that cannot be built at the base point fails the job.
+
+Settings: see ``DEFAULTS`` (``validate_settings`` names the valid keys). Base point ``batch``, ``resolution``,
+``kernel_size``, ``layer_channels`` / ``in_channels``; sweeps ``kernel_sizes``, ``channels``, ``resolutions``,
+``batch_sizes`` ([] = off; networks only get those in ``network_sweeps``); ``metrics`` / ``sweep_metrics`` /
+``modes`` choose what is measured; ``threads``, ``warmup``, ``min_run_time``, ``min_runs`` (timing);
+``memory_warmup``, ``memory_timeout_s``, ``max_memory_mb`` (memory); ``model_kwargs`` (extra factory keywords
+per model name) and ``level`` (for plugins).
 
 Definitions (details in docs/perf.md and ``bench.cost``):
 - eval = ``model.eval()`` (cached escnn filters / GMR kernels) + no-grad forward; eval_exported = the same on
@@ -265,19 +274,17 @@ class _Measurer:
         self._built = (key, model, build_s)
         return model, build_s
 
-    def measure(self, point: Point, metrics: list[str]) -> list[dict[str, Any]]:
+    def measure(self, point: Point, metrics: list[str], strict: bool = False) -> list[dict[str, Any]]:
+        """Rows of one point. `strict` (the base point): a failing build fails the job instead of becoming a row."""
         in_channels, kw = _model_args(self.name, self.level, point, self.s)
         try:
             model, build_s = self.build(in_channels, kw)
         except MissingDependencyError:
             raise
-        except Exception as exc:  # noqa: BLE001 - one bad point must not end the sweep
-            if is_oom(exc):
-                return [_failed("build_s", None, "oom", f"build: {exc}")]
-            if isinstance(exc, (TypeError, UsageError)) and kw:
-                return [_failed("build_s", None, "error",
-                                f"{self.name} rejected {kw}: {type(exc).__name__}: {exc}; point skipped")]
-            return [_failed("build_s", None, "error", f"build failed: {type(exc).__name__}: {exc}")]
+        except Exception as exc:  # noqa: BLE001
+            if strict and not is_oom(exc):
+                raise
+            return self._build_failed(exc, kw)
         rows: list[dict[str, Any]] = []
         if "build_s" in metrics:
             rows.append(_row("build_s", build_s, "s"))
@@ -291,14 +298,15 @@ class _Measurer:
             return rows + [_failed(m, None, status, f"input: {exc}") for m in ("flops", "latency_ms")]
 
         modes = [m for m in self.s["modes"] if m != "eval_exported"]
-        skip: dict[str, str] = {}  # mode -> message, for modes whose memory probe ran out of memory
+        skip: dict[str, tuple[str, str]] = {}  # mode -> (status, message): the memory probe ran out of memory/time
         if "peak_memory_mb" in metrics and modes:
             results = self.memory(model, x, point, in_channels, kw, modes)
             for mode in modes:
                 res = results[mode]
                 rows += self._memory_rows(res, mode)
-                if res.status == "oom":
-                    skip[mode] = f"skipped: the memory probe ran out of memory ({res.message})"
+                if res.status in ("oom", "timeout"):
+                    what = "memory" if res.status == "oom" else "time"
+                    skip[mode] = (res.status, f"skipped: the memory probe ran out of {what} ({res.message})")
         exp_model = None
         if "eval_exported" in self.s["modes"] and ({"flops", "latency_ms"} & set(metrics)):
             try:
@@ -313,13 +321,23 @@ class _Measurer:
         for mode in modes:
             target = exp_model if mode == "eval_exported" else model
             if mode in skip:
-                rows += [_failed(m, mode, "oom", skip[mode]) for m in ("flops", "latency_ms") if m in metrics]
+                rows += [_failed(m, mode, *skip[mode]) for m in ("flops", "latency_ms") if m in metrics]
                 continue
             if "flops" in metrics:
                 rows += self._guarded("flops", self.flops, target, x, mode)
             if "latency_ms" in metrics:
                 rows += self._guarded("latency_ms", self.latency, target, x, mode)
         return rows
+
+    def _build_failed(self, exc: BaseException, kw: dict[str, Any]) -> list[dict[str, Any]]:
+        """One row for a sweep point whose model could not be built (the sweep goes on)."""
+        if is_oom(exc):
+            self.release(force=True)
+            return [_failed("build_s", None, "oom", f"build: {exc}")]
+        if isinstance(exc, (TypeError, UsageError)) and kw:
+            return [_failed("build_s", None, "error",
+                            f"{self.name} rejected {kw}: {type(exc).__name__}: {exc}; point skipped")]
+        return [_failed("build_s", None, "error", f"build failed: {type(exc).__name__}: {exc}")]
 
     @staticmethod
     def _step(model: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[], Any]:
@@ -400,7 +418,7 @@ def run(job: Job, ctx: RunContext) -> list[dict[str, Any]]:
     for sweep, point in plan_points(s, m.level):
         if point not in done:
             metrics = s["metrics"] if sweep == "base" else sorted(set(s["sweep_metrics"]) | {"params", "build_s"})
-            done[point] = m.measure(point, metrics)
+            done[point] = m.measure(point, metrics, strict=sweep == "base")
             m.release()
         for row in done[point]:
             out.append({**row, **point.columns(), "threads": int(threads), "sweep": sweep})

@@ -28,6 +28,8 @@ def accuracy_vs_angle(acc: pd.DataFrame, colors: Colors) -> Plot | None:
             ax = axes[i // ncols][i % ncols]
             for (reflect, model), c in g.groupby(["reflect", "model"], sort=True):
                 c = c.sort_values("angle_deg")
+                if len(c) < 2:  # e.g. flips measured at 0° only: they are in the summary table
+                    continue
                 color = colors(model)
                 ax.plot(c["angle_deg"], c["value"], color=color, linestyle=REFLECT_STYLE.get(reflect, "-."),
                         marker="o" if len(c) <= 25 else None, zorder=3)

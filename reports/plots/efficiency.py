@@ -6,7 +6,16 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from reports import tables
-from reports.plots.common import STYLE_KEY, Colors, Plot, figure, finish, legend_outside, plain_log_ticks, style
+from reports.plots.common import (
+    STYLE_KEY,
+    Colors,
+    Plot,
+    figure,
+    finish,
+    legend_outside,
+    plain_log_ticks,
+    style,
+)
 
 MODE_STYLE = {"eval": "-", "train": "--", "eval_exported": ":"}
 

@@ -124,10 +124,17 @@ def layer_attribution(eq: pd.DataFrame, colors: Colors, weights: str | None) -> 
             ax.set_title(model, loc="left")
             ax.set_xlabel("equivariance error")
             ax.grid(axis="y", visible=False)
-            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+            vals = m["value"].to_numpy(float)
+            if (vals > 0).all() and vals.max() / vals.min() > 100:  # exact stages next to lossy ones
+                ax.set_xscale("log")
+                ax.xaxis.set_major_locator(LogLocator(base=10, numticks=5))
+                ax.xaxis.set_minor_locator(NullLocator())
+            else:
+                ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
         for j in range(len(models), nrows * ncols):
             axes[j // ncols][j % ncols].set_visible(False)
         what = f" ({weights} weights)" if weights else ""
         return finish(fig, f"Per-layer equivariance error{what}",
-                      "Equivariance error of each layer's output, mean over non-grid angles and seeds, "
-                      "layers in network order.")
+                      "Equivariance error each stage adds on its own (stage fed the rotated input vs the "
+                      "rotated stage output), mean over non-grid angles and seeds, stages in network order; "
+                      "log scale where errors span more than two decades.")

@@ -1,0 +1,109 @@
+"""The fast generalised He init is escnn's / e2cnn's init, and building the zoo stays fast."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import pytest
+import torch
+
+warnings.filterwarnings("ignore", category=UserWarning)
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+escnn_nn = pytest.importorskip("escnn.nn")
+from escnn import gspaces  # noqa: E402
+from escnn.nn.init import _generalized_he_init_variances  # noqa: E402
+
+from baselines.steerable import fast_he_init_, he_variances  # noqa: E402
+
+
+def _escnn_cases():
+    c4 = gspaces.rot2dOnR2(4)
+    d8 = gspaces.flipRot2dOnR2(8)
+    so2 = gspaces.rot2dOnR2(-1, maximum_frequency=3)
+    o2 = gspaces.flipRot2dOnR2(-1, maximum_frequency=2)
+    g_so2, g_o2 = so2.fibergroup, o2.fibergroup
+    mixed_so2 = [so2.trivial_repr, g_so2.irrep(1), so2.trivial_repr, g_so2.irrep(2), g_so2.irrep(3)]
+    mixed_o2 = [o2.trivial_repr, g_o2.irrep(1, 0), g_o2.irrep(1, 1), o2.trivial_repr, g_o2.irrep(1, 2)]
+    fourier = escnn_nn.FourierELU(so2, 2, irreps=g_so2.bl_irreps(2), N=8).in_type.representations
+    return {
+        "c4 trivial->regular k7": (c4, 3 * [c4.trivial_repr], 2 * [c4.regular_repr], 7),
+        "c4 regular->regular k5": (c4, 3 * [c4.regular_repr], 2 * [c4.regular_repr], 5),
+        "d8 regular->regular k5": (d8, 2 * [d8.regular_repr], 3 * [d8.regular_repr], 5),
+        "so2 mixed irreps k5": (so2, 2 * mixed_so2, mixed_so2, 5),
+        "o2 mixed irreps k5": (o2, mixed_o2, 2 * mixed_o2, 5),
+        "so2 fourier k5": (so2, list(fourier), list(fourier), 5),
+    }
+
+
+CASES = _escnn_cases()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fast_he_variances_equal_escnn(case):
+    gs, rin, rout, k = CASES[case]
+    conv = escnn_nn.R2Conv(escnn_nn.FieldType(gs, rin), escnn_nn.FieldType(gs, rout), k, initialize=False)
+    ours = he_variances(conv.basisexpansion)
+    theirs = _generalized_he_init_variances(conv.basisexpansion)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=0)
+
+
+def test_fast_he_variances_equal_e2cnn():
+    e2 = pytest.importorskip("e2cnn.nn")
+    from e2cnn import gspaces as e2gs
+    from e2cnn.nn.init import _generalized_he_init_variances as e2_vars
+
+    for gs, k in [(e2gs.Rot2dOnR2(8), 5), (e2gs.Rot2dOnR2(-1, maximum_frequency=3), 5)]:
+        g = gs.fibergroup
+        if g.order() > 0:
+            rin, rout = [gs.trivial_repr, gs.regular_repr], 2 * [gs.regular_repr]
+        else:
+            rin = [gs.trivial_repr, g.irrep(1), g.irrep(2)]
+            rout = [g.irrep(1), gs.trivial_repr, g.irrep(3), g.irrep(1)]
+        conv = e2.R2Conv(e2.FieldType(gs, rin), e2.FieldType(gs, rout), k, initialize=False)
+        torch.testing.assert_close(he_variances(conv._basisexpansion), e2_vars(conv._basisexpansion), rtol=1e-6, atol=0)
+
+
+def test_fast_init_weights_have_the_he_distribution():
+    """Standardised by the variances, the fast-init weights are standard normal."""
+    gs, rin, rout, k = CASES["d8 regular->regular k5"]
+    conv = escnn_nn.R2Conv(escnn_nn.FieldType(gs, rin), escnn_nn.FieldType(gs, rout), k, initialize=False)
+    torch.manual_seed(0)
+    fast_he_init_(conv)
+    z = conv.weights.detach() / he_variances(conv.basisexpansion)
+    assert abs(float(z.mean())) < 0.05
+    assert abs(float(z.std()) - 1) < 0.05
+
+
+@pytest.mark.parametrize("case", ["c4 regular->regular k5", "so2 mixed irreps k5"])
+def test_fast_init_output_variance_matches_escnn_default_init(case):
+    """Per-layer output variance on unit-variance input: fast init vs escnn's default init, over many draws."""
+    gs, rin, rout, k = CASES[case]
+    tin, tout = escnn_nn.FieldType(gs, rin), escnn_nn.FieldType(gs, rout)
+    x = escnn_nn.GeometricTensor(torch.randn(4, tin.size, 15, 15, generator=torch.Generator().manual_seed(0)), tin)
+
+    def out_var(conv) -> float:
+        with torch.no_grad():
+            return float(conv(x).tensor[..., k // 2 : -(k // 2), k // 2 : -(k // 2)].var())
+
+    torch.manual_seed(1)
+    default, fast = [], []
+    for _ in range(12):
+        default.append(out_var(escnn_nn.R2Conv(tin, tout, k, bias=False)))
+        conv = escnn_nn.R2Conv(tin, tout, k, bias=False, initialize=False)
+        fast_he_init_(conv)
+        fast.append(out_var(conv))
+    m_default, m_fast = sum(default) / len(default), sum(fast) / len(fast)
+    assert 0.75 < m_fast / m_default < 1.33, (m_fast, m_default)
+
+
+def test_escnn_models_build_fast_once_the_library_is_warm():
+    """Warm builds (bases cached in the process) of the escnn small networks take well under 2 s."""
+    from bench.models import create_model
+
+    for name in ("d8", "o2"):
+        create_model(name, 1, 10)  # warm the process caches
+        t = time.perf_counter()
+        create_model(name, 1, 10)
+        assert time.perf_counter() - t < 2.0, name
