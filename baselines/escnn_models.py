@@ -23,7 +23,7 @@ from bench.models import register_model
 from baselines.layers import register_lib_layers
 from baselines.common import BLUR_SIGMA, SmallNet, check_match, pop_unused
 from baselines.fieldnet import FieldFamily, build_field_net
-from baselines.steerable import RegularBatchNorm, TensorModule, conv_param_count, make_r2conv
+from baselines.steerable import RegularBatchNorm, RegularGroupPooling, TensorModule, conv_param_count, make_r2conv
 
 REGULAR = {"c4": (4, False), "c8": (8, False), "c16": (16, False), "d4": (4, True), "d8": (8, True)}
 
@@ -174,7 +174,7 @@ def c8_resnet18(
             t = out_t
     contract = SymmetryContract("C8", features={"features": FieldSpec("regular", field_type=t),
                                                 "pooled": INVARIANT, "logits": INVARIANT})
-    net = SmallNet(nn.Sequential(*layers), TensorModule(enn.GroupPooling(t)), 8 * w, num_classes, contract,
+    net = SmallNet(nn.Sequential(*layers), RegularGroupPooling(8 * w, 8), 8 * w, num_classes, contract,
                    widths=(w, 2 * w, 4 * w, 8 * w), family="escnn-regular-resnet")
     net.field_family = fam
     return net

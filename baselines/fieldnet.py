@@ -4,7 +4,7 @@ A `FieldFamily` says, for one group and one kind of hidden field, what one *unit
 
 | kind      | unit (conv output)                                   | BN               | nonlinearity        | invariant map            |
 |-----------|------------------------------------------------------|------------------|---------------------|--------------------------|
-| regular   | 1 regular field (|G| channels)                       | InnerBatchNorm   | ReLU                | GroupPooling (max)       |
+| regular   | 1 regular field (|G| channels)                       | InnerBatchNorm   | ReLU                | group pooling (max)      |
 | gated     | 1 scalar + L(+1) gates + irreps 1..L (+ O(2) sign)   | IIDBatchNorm2d (escnn) / GNormBatchNorm (e2cnn) | ReLU on scalars, sigmoid gates | FieldInvariants |
 | fourier   | 1 band-limited regular field, irreps 0..L (1+2L ch)  | IIDBatchNorm2d   | FourierELU (N grid) | FieldInvariants          |
 
@@ -35,6 +35,7 @@ from baselines.common import (
 from baselines.steerable import (
     FieldInvariants,
     GatedActivation,
+    RegularGroupPooling,
     TensorModule,
     bn_param_count,
     install_escnn_memo,
@@ -152,7 +153,7 @@ class FieldFamily:
 
     def invariant_map(self, out_type: Any) -> nn.Module:
         if self.kind == "regular":
-            return TensorModule(self.enn.GroupPooling(out_type))
+            return RegularGroupPooling(len(out_type), self.gspace.fibergroup.order())
         return FieldInvariants(out_type)
 
     # -- parameters -----------------------------------------------------------------------------------------

@@ -72,6 +72,22 @@ class RegularBatchNorm(nn.Module):
         return self.bn(x.view(b, self.n_fields, self.group_size, *shape)).view(b, c, *shape)
 
 
+class RegularGroupPooling(nn.Module):
+    """Max over the |G| channels of each regular field: escnn's / e2cnn's GroupPooling for a type made only of
+    regular fields, on plain tensors (escnn's allocates its output as float32 whatever the input dtype)."""
+
+    def __init__(self, n_fields: int, group_size: int) -> None:
+        super().__init__()
+        self.n_fields, self.group_size = n_fields, group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, *shape = x.shape
+        return x.view(b, self.n_fields, self.group_size, *shape).amax(dim=2)
+
+    def extra_repr(self) -> str:
+        return f"fields={self.n_fields}, group_size={self.group_size}"
+
+
 class TensorModule(nn.Module):
     """Plain-tensor wrapper around an escnn/e2cnn EquivariantModule."""
 

@@ -5,7 +5,8 @@
 Build time = wall time of `create_model` with the implementing module (and so its library) already imported,
 the way the efficiency protocol's ``build_s`` is defined. "cold" is the first build in a fresh process (the
 library's kernel-basis caches are empty; escnn's on-disk Clebsch-Gordan cache is warm), "warm" the median of
-`repeats` further builds in the same process. Each model is measured in its own subprocess.
+`repeats` further builds in the same process. Each model is measured in its own subprocess, with one torch
+thread; wall and process CPU time are both recorded (on a loaded machine the CPU time is the stable number).
 """
 
 from __future__ import annotations
@@ -31,24 +32,30 @@ def _measure_one(name: str, repeats: int) -> dict:
     if level == "layer":
         configs = {"k7": dict(channels=16, kernel_size=7), "k9": dict(channels=16, kernel_size=9)}
         cin = 16
+        if name in ("layer_c8", "layer_d8", "layer_e2cnn_c8"):  # hidden layer: 128 regular -> 128 regular channels
+            configs["hidden_k9"] = dict(channels=128, kernel_size=9, in_type="regular")
     else:
         configs = {"params": dict(match="params"), "channels": dict(match="channels")}
         cin = 1
     out: dict = {"name": name, "level": level}
     first = True
     for label, kw in configs.items():
-        t = time.perf_counter()
-        model = create_model(name, cin, 10, **kw)
-        cold = time.perf_counter() - t
-        warm = []
+        c_in = 128 if label == "hidden_k9" else cin
+        t, c = time.perf_counter(), time.process_time()
+        model = create_model(name, c_in, 10, **kw)
+        cold, cold_cpu = time.perf_counter() - t, time.process_time() - c
+        warm, warm_cpu = [], []
         for _ in range(repeats):
-            t = time.perf_counter()
-            create_model(name, cin, 10, **kw)
+            t, c = time.perf_counter(), time.process_time()
+            create_model(name, c_in, 10, **kw)
             warm.append(time.perf_counter() - t)
+            warm_cpu.append(time.process_time() - c)
         out[label] = {
             "params": sum(p.numel() for p in model.parameters()),
-            "cold_s": cold if first else None,
+            "cold_s": cold if (first or label == "hidden_k9") else None,
+            "cold_cpu_s": cold_cpu if (first or label == "hidden_k9") else None,
             "warm_s": statistics.median(warm) if warm else None,
+            "warm_cpu_s": statistics.median(warm_cpu) if warm_cpu else None,
             "widths": list(getattr(model, "widths", ()) or ()),
         }
         if level == "network":

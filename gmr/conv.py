@@ -50,8 +50,10 @@ class CostModel:
     ``depthwise_penalty`` / ``depthwise_overhead`` express that a depthwise convolution runs far below the
     FLOP rate of a dense one (it is memory bound: every one of its C_in*R outputs is written and read back by
     the 1x1 mix); ``depthwise_train`` that its backward pass (input and basis gradients) is relatively slower
-    still. The CPU numbers were fitted to oneDNN timings on 2 AMD EPYC cores (docs/gmr_perf.md); the CUDA
-    numbers are a cuDNN estimate.
+    still. The CPU numbers were fitted by hand to oneDNN timings of the issue grid on a shared AMD EPYC
+    (docs/gmr_perf.md): dense wins for C=16 at every k and for C=64 at k=3; two-stage wins for C=64 at k>=9 in
+    eval; in training dense wins or ties everywhere. The CUDA numbers are an unmeasured estimate (no GPU was
+    available when this was written); ``impl="dense"``/``"two_stage"`` always override the model.
     """
 
     depthwise_penalty: float
@@ -62,7 +64,7 @@ class CostModel:
 
 COST_MODELS: dict[str, CostModel] = {
     # oneDNN (float32/bfloat16/float16 on CPU); two-stage runs channels-last
-    "cpu": CostModel(depthwise_penalty=2.3, depthwise_overhead=78.0, depthwise_train=9.0),
+    "cpu": CostModel(depthwise_penalty=3.0, depthwise_overhead=78.0, depthwise_train=9.0),
     # float64 on CPU has no oneDNN kernels; the grouped (depthwise) conv falls back to one call per group, so
     # the two-stage path only pays off for very wide, shallow-spatial layers: in practice dense
     "cpu-float64": CostModel(depthwise_penalty=10.0, depthwise_overhead=40.0, depthwise_train=9.0),
@@ -465,7 +467,8 @@ class GMRConv2d(_GMRConvNd):
     divided by ``sigma_scale``); ``train_sigma`` (``log_sigmas`` is a parameter, else a buffer); ``clip_sigma``
     (clamp sigma to [0.01, 2R]); ``smoothing``: "ring" (official, Gaussian over the ring index, piecewise
     constant kernel) or "radius" (Gaussian over each pixel's continuous radius averaged over ``supersample``^2
-    sub-samples, a smooth radial profile; see :mod:`gmr.rings`); ``impl``: "dense", "two_stage" or "auto"
+    sub-samples, a smooth radial profile: component j is centred at radius j*s pixels with s = (k//2)/(R-1),
+    i.e. s = 1 px and sigma in pixels for the default circular geometry; see :mod:`gmr.rings`); ``impl``: "dense", "two_stage" or "auto"
     (cheaper one under :func:`choose_impl`'s cost model for this layer's channels, kernel size, rings,
     groups, the input's device type and train/eval). Parameters: ``weight`` (C_out, C_in/groups, R),
     ``log_sigmas`` (R), ``bias`` (C_out). In eval mode the assembled kernel is cached and the cache is

@@ -30,7 +30,6 @@ the same thing and a kernel trained in one mode is a sensible start for the othe
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 

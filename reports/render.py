@@ -181,14 +181,18 @@ def headline_section(d: pd.DataFrame) -> Section | None:
     if any(c.startswith("eq_") for c in numbers.columns):
         w = f"{notes['weights']} weights" if notes.get("weights") else "the model"
         r = f", {notes['rotation']} rotation" if notes.get("rotation") else ""
-        bits.append(f"Equivariance error of the output (logits / layer output) of {w}{r}, over angles that are "
+        bits.append(f"Equivariance error of the output of {w}{r} (networks: invariance error of the logits; "
+                    "layers: the output map, group-pooled for regular fields), mean and max over angles that are "
                     "not multiples of 90°.")
     if "lee" in numbers.columns:
-        bits.append("LEE: mean Lie derivative (local equivariance error).")
+        bits.append("LEE: mean Lie derivative of the same output (local equivariance error).")
     if notes.get("config"):
         cfg = ", ".join(f"{k.replace('_', ' ')} {fmt.plain(v)}" for k, v in sorted(notes["config"].items()))
-        bits.append(f"Cost at the run's most common configuration ({cfg}); a model never measured at one of "
-                    "these values is shown at its own most common one.")
+        if notes.get("base_point"):
+            bits.append(f"Cost at the efficiency protocol's base point (most often {cfg}), eval mode.")
+        else:
+            bits.append(f"Cost at the run's most common configuration ({cfg}); a model never measured at one of "
+                        "these values is shown at its own most common one.")
     if any(c.endswith("_ratio") for c in numbers.columns):
         bits.append("× plain baseline: ratio to the plain baseline measured in this run (cnn for networks, "
                     "layer_conv2d for layers).")

@@ -328,6 +328,7 @@ def _headline(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     if not eff.empty:
         ref = at_reference_config(eff)
         notes["config"] = {k: v for k, v in reference_config(eff).items()}
+        notes["base_point"] = has_base_points(eff)
         out["params"] = _per_model_mean(ref[ref["metric"] == "params"])
         out["latency_ms"] = _per_model_mean(latency_rows(ref, "eval"))
         mem = memory_rows(ref)
@@ -688,6 +689,9 @@ def _external_ratios(d: pd.DataFrame, config: list[str]) -> dict[tuple, float] |
     except ImportError:
         return None
     raw = d[d["protocol"] == "efficiency"]
+    unset = (raw["metric"] == "latency_ms") & raw["stat"].isna()
+    if unset.any():  # latency rows without `stat` are medians (their spread in `iqr_ms`)
+        raw = raw.assign(stat=raw["stat"].where(~unset, "median"))
     if "memory" in raw.columns and raw["memory"].notna().any():
         mem = raw[raw["metric"] == "peak_memory_mb"]
         raw = pd.concat([raw[raw["metric"] != "peak_memory_mb"], memory_kind(mem)[0]])

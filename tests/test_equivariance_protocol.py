@@ -70,16 +70,22 @@ def test_so2_layer_small_everywhere_and_shrinking_with_better_interpolation(tmp_
     assert max(smooth) < max(fourier)
 
 
-def test_trained_checkpoint_is_measured_too(tmp_path):
+@pytest.mark.parametrize("name", ["cnn", "c8"])
+def test_trained_checkpoint_is_measured_too(tmp_path, name):
     ctx = RunContext(out_dir=tmp_path)
     torch.manual_seed(0)
     from bench.models import create_model
 
-    model = create_model("cnn", in_channels=1, num_classes=10)
-    path = ctx.checkpoint_path("cnn", "rotdigits", 0)
+    model = create_model(name, in_channels=1, num_classes=10)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # differs from the init the protocol builds
+    path = ctx.checkpoint_path(name, "rotdigits", 0)
     path.parent.mkdir(parents=True)
     torch.save({"state_dict": model.state_dict()}, path)
     settings = {"angles": [0.0, 45.0], "num_images": 2, "lie_derivative": False, "floor": False,
                 "per_layer": False, "reflections": False}
-    rows = run(Job("equivariance", "cnn", "rotdigits", 0, "cpu", settings), ctx)
+    rows = run(Job("equivariance", name, "rotdigits", 0, "cpu", settings), ctx)
     assert {r["weights"] for r in rows} == {"init", "trained"}
+    at45 = {r["weights"]: r["value"] for r in rows if r["metric"] == "invariance_error" and r["angle_deg"] == 45
+            and r["feature"] == "logits"}
+    assert at45["init"] != at45["trained"]

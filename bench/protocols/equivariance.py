@@ -129,8 +129,17 @@ def make_inputs(job: Job, ctx: RunContext, s: dict[str, Any], channels: int, siz
 
 
 def load_checkpoint(model: torch.nn.Module, path: Any) -> None:
+    """Load trained weights, then return to eval mode.
+
+    Loading happens in train mode because escnn layers hold their expanded filter as an extra buffer only in
+    eval mode; `.eval()` afterwards re-expands it from the loaded weights (and refreshes GMR kernel caches)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    state = state.get("state_dict", state)
+    model.train()
+    expected = model.state_dict().keys()
+    derived = (".filter", ".expanded_bias")  # escnn eval-mode caches, rebuilt by .eval()
+    model.load_state_dict({k: v for k, v in state.items() if k in expected or not k.endswith(derived)})
+    model.eval()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -290,7 +299,6 @@ def run(job: Job, ctx: RunContext) -> list[dict[str, Any]]:
             if path is None or not path.exists():
                 continue
             load_checkpoint(model, path)
-            model.eval()
         rows += [{**r, "weights": weights} for r in measure(model, x, s)]
     if s["floor"]:
         rows += [{**r, "weights": "none"} for r in floor_rows(x, s["angles"], s["rotation"], float(s["blur_sigma"]))]
