@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torchvision.models import resnet18 as tv_resnet18
 
+from baselines.common import SmallNet, base_channels, check_match, plain_body, pop_unused
 from bench.contract import INVARIANT, SCALAR, SymmetryContract
 from bench.models import register_model
-from baselines.common import SmallNet, base_channels, check_match, plain_body, pop_unused
 
 
 def plain_contract() -> SymmetryContract:

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import e2cnn.gspaces  # noqa: F401  (the module is declared as requiring e2cnn; imported here, not in a build)
 import e2cnn.nn  # noqa: F401
 
-from bench.models import register_model
-from baselines.layers import register_lib_layers
 from baselines.common import pop_unused
 from baselines.fieldnet import FieldFamily, build_field_net
+from baselines.layers import register_lib_layers
+from bench.models import register_model
 
 
 def _factory(name: str, kind: str, n: int, flip: bool):

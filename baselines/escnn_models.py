@@ -18,12 +18,18 @@ import escnn.nn  # noqa: F401
 import torch
 from torch import nn
 
-from bench.contract import INVARIANT, FieldSpec, SymmetryContract
-from bench.models import register_model
-from baselines.layers import register_lib_layers
 from baselines.common import BLUR_SIGMA, SmallNet, check_match, pop_unused
 from baselines.fieldnet import FieldFamily, build_field_net
-from baselines.steerable import RegularBatchNorm, RegularGroupPooling, TensorModule, conv_param_count, make_r2conv
+from baselines.layers import register_lib_layers
+from baselines.steerable import (
+    RegularBatchNorm,
+    RegularGroupPooling,
+    TensorModule,
+    conv_param_count,
+    make_r2conv,
+)
+from bench.contract import INVARIANT, FieldSpec, SymmetryContract
+from bench.models import register_model
 
 REGULAR = {"c4": (4, False), "c8": (8, False), "c16": (16, False), "d4": (4, True), "d8": (8, True)}
 
@@ -158,7 +164,6 @@ def c8_resnet18(
                     hi = mid
             width = min((lo, hi), key=lambda w: abs(_c8_resnet_count(fam, in_channels, num_classes, w) - target))
     w = int(width)
-    enn = fam.enn
     gs = fam.gspace
     in_type = fam.trivial_type(in_channels)
     t = fam.field_type(w * [gs.regular_repr])

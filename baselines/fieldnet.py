@@ -21,8 +21,6 @@ from typing import Any
 
 from torch import nn
 
-from bench.contract import INVARIANT, FieldSpec, SymmetryContract
-from bench.errors import UsageError
 from baselines.common import (
     BLUR_SIGMA,
     KERNELS,
@@ -38,10 +36,12 @@ from baselines.steerable import (
     RegularGroupPooling,
     TensorModule,
     bn_param_count,
-    install_escnn_memo,
     conv_param_count,
+    install_escnn_memo,
     make_r2conv,
 )
+from bench.contract import INVARIANT, FieldSpec, SymmetryContract
+from bench.errors import UsageError
 
 
 def _lib(lib: str):
@@ -56,7 +56,7 @@ def _lib(lib: str):
     return gspaces, enn
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_gspace(lib: str, n: int, flip: bool, max_freq: int | None = None) -> Any:
     """Cached gspace: n > 0 discrete C_n / D_n, n = -1 continuous SO(2) / O(2) with `max_freq`."""
     gspaces, _ = _lib(lib)

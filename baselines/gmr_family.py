@@ -16,10 +16,6 @@ from typing import Any
 from torch import nn
 
 import gmr as gmr_package
-
-from bench.contract import INVARIANT, SCALAR, SymmetryContract
-from bench.errors import UsageError
-from bench.models import register_model
 from baselines.common import (
     KERNELS,
     SmallNet,
@@ -32,6 +28,9 @@ from baselines.common import (
     reference_params,
     resolve_units,
 )
+from bench.contract import INVARIANT, SCALAR, SymmetryContract
+from bench.errors import UsageError
+from bench.models import register_model
 
 
 def gmr_contract() -> SymmetryContract:

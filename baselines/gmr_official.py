@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import GMR_Conv  # noqa: F401  (the module is declared as requiring GMR_Conv)
 from torch import nn
 
-import GMR_Conv  # noqa: F401  (the module is declared as requiring GMR_Conv)
-from bench.models import register_model
 from baselines.common import pop_unused
 from baselines.gmr_family import build_scalar_net, gmr_contract
 from baselines.layers import layer_gmr_official
+from bench.models import register_model
 
 
 def official_conv(c_in: int, c_out: int, k: int, bias: bool = False) -> nn.Module:

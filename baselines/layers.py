@@ -31,11 +31,10 @@ import torch
 from torch import nn
 
 import gmr as gmr_package
-
+from baselines.common import pop_unused
 from bench.contract import SCALAR, FieldSpec, SymmetryContract
 from bench.errors import UsageError
 from bench.models import register_model
-from baselines.common import pop_unused
 
 DEFAULT_KERNEL = 7
 

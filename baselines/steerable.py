@@ -19,7 +19,9 @@ Nothing here imports escnn or e2cnn at module level; every function receives the
 
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -202,9 +204,32 @@ def make_r2conv(lib: str, in_type: Any, out_type: Any, k: int, **kw: Any) -> nn.
         from e2cnn.nn import R2Conv
     kw.setdefault("padding", k // 2)
     kw.setdefault("bias", False)
-    conv = R2Conv(in_type, out_type, k, initialize=False, **kw)
+    with warnings.catch_warnings():  # e2cnn warns about torch deprecations while building bases
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        conv = R2Conv(in_type, out_type, k, initialize=False, **kw)
     fast_he_init_(conv)
+    unshare_basis(conv)
     return conv
+
+
+def unshare_basis(conv: nn.Module) -> None:
+    """Give the conv its own block-expansion modules (sharing the sampled-basis tensors, no copy).
+
+    escnn and e2cnn cache each sampled basis as one module object and hand that same object to every conv that
+    needs it, in every model of the process. `model.to(device/dtype)` converts buffers by reassigning them on the
+    module object, so moving one model would silently move the basis of every other model built in the process
+    (a CPU float32 model then fails after a CUDA or float64 one). A shallow copy with its own buffer dict keeps the
+    tensors shared until a conversion, which then only affects this conv.
+    """
+    exp = conv.basisexpansion if lib_of(conv) == "escnn" else conv._basisexpansion
+    for name, blk in list(exp._modules.items()):
+        if name.startswith("block_expansion_") and blk is not None:
+            own = copy.copy(blk)
+            own._parameters = dict(blk._parameters)
+            own._buffers = dict(blk._buffers)
+            own._modules = dict(blk._modules)
+            exp._modules[name] = own
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -228,7 +253,11 @@ def pair_dimension(gspace: Any, in_repr: Any, out_repr: Any, k: int) -> int:
         else:
             from e2cnn.nn import FieldType, R2Conv
         try:
-            conv = R2Conv(FieldType(gspace, [in_repr]), FieldType(gspace, [out_repr]), k, bias=False, initialize=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                conv = R2Conv(FieldType(gspace, [in_repr]), FieldType(gspace, [out_repr]), k, bias=False,
+                              initialize=False)
             _PAIR_DIMS[key] = conv.weights.numel()
         except ValueError:  # empty basis for this pair
             _PAIR_DIMS[key] = 0

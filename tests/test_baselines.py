@@ -311,3 +311,15 @@ def test_field_layer_hidden_input_types():
         create_model("layer_c8", 12, 10, in_type="regular")
     so2 = create_model("layer_so2", 16, 10, in_type="irreps")
     assert so2.input_spec.kind == "irreps"
+
+
+@pytest.mark.parametrize("name", ["c8", "so2", "e2cnn_c8"])
+def test_models_of_one_process_do_not_share_converted_bases(name):
+    """escnn/e2cnn cache sampled bases process-wide; converting one model must not convert another."""
+    _skip_missing(name)
+    create_model(name, 1, 10, match="channels").double()
+    other = create_model(name, 1, 10, match="channels").eval()
+    with torch.no_grad():
+        assert other(_x(1, 9)).dtype == torch.float32
+    with torch.no_grad():
+        assert other.double()(_x(1, 9).double()).dtype == torch.float64
