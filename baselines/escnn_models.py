@@ -1,12 +1,13 @@
 """escnn networks: C_N / D_N regular group convolutions, SO(2) / O(2) steerable CNNs, a C8 ResNet-18.
 
 Small backbone (see `baselines.common` / `baselines.fieldnet`):
-- `c4`, `c8`, `c16`, `d4`, `d8`: regular fields, InnerBatchNorm, ReLU, GroupPooling before the global mean.
+- `c4`, `c8`, `c16`, `d4`, `d8`: regular fields, InnerBatchNorm, ReLU, group pooling (max per field) before the
+  global mean.
 - `so2`, `o2`: irreps up to frequency `max_frequency` (default 3), gated nonlinearity (exact for every rotation
   of the continuous group; the only equivariance error is the discretisation of the kernels and the images).
 - `so2_fourier`: band-limited regular fields (irreps 0..L) with FourierELU on a grid of `grid_n` (16) rotations
   (approximate for general angles; exact for the grid's rotations, so at multiples of 90 degrees).
-ResNet-18 scale: `c8_resnet18` (see `build_c8_resnet18`).
+ResNet-18 scale: `c8_resnet18` (see its docstring).
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def c8_resnet18(
 ) -> SmallNet:
     """C8 regular-field ResNet-18 (escnn): 3x3 stem (no downsampling), 4 stages x 2 basic blocks with
     `width`, 2w, 4w, 8w regular C8 fields, anti-aliased average-pool downsampling at stages 2-4 (the shortcut
-    is pool + 1x1 R2Conv + batch norm), GroupPooling, global mean, linear head. Batch norms are
+    is pool + 1x1 R2Conv + batch norm), group pooling, global mean, linear head. Batch norms are
     `steerable.RegularBatchNorm` (the computation of escnn's InnerBatchNorm, which is slow to build at this width).
 
     match='params' (default): `width` (fields) chosen so the count matches our `resnet18` (11.17M for 3 -> 10);
