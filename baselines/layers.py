@@ -24,6 +24,8 @@ numbers are identical), and the factories accept ``exported=True`` to return tha
 
 from __future__ import annotations
 
+import copy
+
 import math
 from typing import Any
 
@@ -50,6 +52,21 @@ class ConvLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
+
+    @torch.no_grad()
+    def export(self) -> ConvLayer:
+        """The plain-Conv2d form: GMR's assembled kernel, or a copy of a plain conv (already in that form).
+
+        The official GMR package offers no export, so its layer raises NotImplementedError."""
+        if isinstance(self.conv, nn.Conv2d) and type(self.conv) is nn.Conv2d:
+            conv = copy.deepcopy(self.conv)
+        elif callable(getattr(self.conv, "export", None)):
+            conv = self.conv.export()
+        else:
+            raise NotImplementedError(f"{type(self.conv).__name__} has no plain-convolution export")
+        out = ConvLayer(conv, self.symmetry, self.input_spec)
+        out.train(self.training)
+        return out
 
 
 class FieldConvLayer(ConvLayer):

@@ -26,6 +26,7 @@ from bench.models import list_models
 LAYER_INPUT = {"batch": 8, "in_channels": 16, "resolution": 32}    # 16 -> 16 channels, kernel 7 (zoo default)
 NETWORK_INPUT = {"batch": 8, "in_channels": 1, "resolution": 32}
 SMOKE_NETWORKS = ("cnn", "gmr", "c8")  # plain run: plain, GMR, escnn group conv
+NOT_EXPORTABLE = ("layer_gmr_official",)  # the official GMR package has no plain-conv export
 WARMUP = 3
 
 
@@ -54,9 +55,12 @@ def selected_models(level: str, enabled: bool) -> list[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     enabled = _benchmarks_enabled(metafunc.config)
-    for fixture, level in (("layer_name", "layer"), ("network_name", "network")):
+    for fixture, level in (("layer_name", "layer"), ("network_name", "network"), ("exportable_name", "layer")):
         if fixture in metafunc.fixturenames:
-            metafunc.parametrize(fixture, selected_models(level, enabled))
+            names = selected_models(level, enabled)
+            if fixture == "exportable_name":
+                names = [n for n in names if n not in NOT_EXPORTABLE]
+            metafunc.parametrize(fixture, names)
 
 
 def _bench(benchmark, model: torch.nn.Module, x: torch.Tensor, mode: str, device: torch.device, threads: int,
@@ -83,15 +87,21 @@ def _bench(benchmark, model: torch.nn.Module, x: torch.Tensor, mode: str, device
         benchmark(timed)
 
 
-@pytest.mark.parametrize("mode", ["eval", "train", "eval_exported"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
 def test_layer(benchmark, zoo_model, device, threads, layer_name, mode):
     model = zoo_model(layer_name, LAYER_INPUT["in_channels"])
-    if mode == "eval_exported":
-        if not callable(getattr(model, "export", None)):
-            pytest.skip(f"{layer_name} has no export()")
-        model = exported(model)
     x = make_input(LAYER_INPUT["batch"], LAYER_INPUT["in_channels"], LAYER_INPUT["resolution"], device=device)
     _bench(benchmark, model, x, mode, device, threads, group=f"layer-{mode}")
+
+
+def test_layer_exported(benchmark, zoo_model, device, threads, exportable_name):
+    """The exported (plain Conv2d) form computes the same outputs and is timed as eval_exported."""
+    model = zoo_model(exportable_name, LAYER_INPUT["in_channels"]).eval()
+    plain = exported(model)
+    x = make_input(LAYER_INPUT["batch"], LAYER_INPUT["in_channels"], LAYER_INPUT["resolution"], device=device)
+    with torch.no_grad():
+        assert torch.allclose(plain(x), model(x), atol=1e-4, rtol=1e-4)
+    _bench(benchmark, plain, x, "eval_exported", device, threads, group="layer-eval_exported")
 
 
 @pytest.mark.parametrize("mode", ["eval", "train"])

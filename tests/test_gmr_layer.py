@@ -254,7 +254,7 @@ def _run_both(layer):
     assert torch.allclose(dense, two, atol=1e-5)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     groups=st.integers(1, 3), cin_mult=st.integers(1, 2), cout_mult=st.integers(1, 2),
     kernel_size=st.sampled_from([1, 3, 5, 7]), stride=st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 2),

@@ -103,7 +103,7 @@ def test_official_state_dict_loads_and_matches():
     # give BN non-trivial statistics so the comparison is not dominated by exploding activations
     ref.train()
     with torch.no_grad():
-        ref(torch.randn(4, 3, 32, 32))
+        ref(torch.randn(2, 3, 32, 32))
     gmr.load_official_state_dict(ours, ref.state_dict())  # strict: every key accounted for
     ref.eval()
     ours.eval()
