@@ -65,9 +65,10 @@ class CostModel:
 COST_MODELS: dict[str, CostModel] = {
     # oneDNN (float32/bfloat16/float16 on CPU); two-stage runs channels-last
     "cpu": CostModel(depthwise_penalty=3.0, depthwise_overhead=78.0, depthwise_train=9.0),
-    # float64 on CPU has no oneDNN kernels; the grouped (depthwise) conv falls back to one call per group, so
-    # the two-stage path only pays off for very wide, shallow-spatial layers: in practice dense
-    "cpu-float64": CostModel(depthwise_penalty=10.0, depthwise_overhead=40.0, depthwise_train=9.0),
+    # float64 on CPU has no oneDNN kernels; the grouped (depthwise) conv falls back to one small call per
+    # group, thousands per network, each an OpenMP region that stalls whenever another process holds a core
+    # (a GMR-ResNet-18 forward went from 0.3 s to 27 s on a busy 2-core machine): always dense
+    "cpu-float64": CostModel(depthwise_penalty=1e9, depthwise_overhead=0.0, depthwise_train=1.0),
     "cuda": CostModel(depthwise_penalty=4.0, depthwise_overhead=16.0, depthwise_train=3.0),
 }
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16, torch.float16)

@@ -159,6 +159,30 @@ def test_needs_a_dataset(tmp_path):
         accuracy.run(Job("accuracy", TINY, None, 0), RunContext(out_dir=tmp_path))
 
 
+def test_real_loader_through_ctx_data_dir(tmp_path):
+    """The protocol reads real on-disk data from ctx.data_dir (tiny MNIST IDX files) and says what is missing."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    with pytest.raises(UsageError, match="MNIST"):
+        accuracy.run(Job("accuracy", TINY, "mnist", 0, settings=FAST), RunContext(out_dir=tmp_path, data_dir=tmp_path))
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 40), ("t10k", 10)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes()))
+        (raw / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(struct.pack(">II", 2049, n) + labels.tobytes()))
+    ctx = RunContext(out_dir=tmp_path / "run", data_dir=tmp_path)
+    rows = accuracy.run(Job("accuracy", TINY, "mnist", 0, settings={**FAST, "epochs": 1, "angles": [0, 90]}), ctx)
+    assert len([r for r in rows if r["metric"] == "accuracy" and "summary" not in r]) == 4
+    assert ctx.checkpoint_path(TINY, "mnist", 0).is_file()
+
+
 # -- the real zoo: plain cnn vs GMR-Conv ---------------------------------------------------------------------
 def _zoo_ready() -> bool:
     from bench.models import create_model

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision  # a declared suite dependency
 from torch import nn
 
 import gmr
-from bench.rotation import disk_mask, rotate
+from bench.rotation import bandlimited_images, disk_mask, rotate
 
 # the 7 non-trivial symmetries of the square grid, acting on the last two axes
 GRID_OPS = {
@@ -68,7 +69,6 @@ def test_gmr_resnet18_logits_invariant_on_grid(dtype):
 
 
 def test_plain_resnet_is_not_invariant():
-    torchvision = pytest.importorskip("torchvision")  # a suite dependency; only the control needs it
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval()
     x = torch.randn(1, 3, 32, 32)
@@ -87,8 +87,6 @@ def _rot45_error(layer, x):
 
 
 def test_45_degrees_gmr_far_better_than_conv_and_radius_better_than_ring():
-    from bench.rotation import bandlimited_images
-
     x = bandlimited_images(2, 4, 41, cutoff=0.15, seed=0, dtype=torch.float64)
     errors: dict[str, list[float]] = {"conv2d": [], "ring": [], "radius": []}
     for seed in range(3):
@@ -119,7 +117,6 @@ def test_conv3d_equivariant_to_90_degree_volume_rotations(impl, smoothing):
 
 
 def test_convert_torchvision_resnet18_runs_and_is_invariant():
-    torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)
     model = gmr.convert_to_gmr(torchvision.models.resnet18(num_classes=10))
     leftover = [m for m in model.modules() if type(m) is nn.Conv2d and max(m.kernel_size) > 1]

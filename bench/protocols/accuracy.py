@@ -55,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "flips": True,
     "mask": False,
     "rotation": "bilinear",
-    "eval_batch_size": 500,
+    "eval_batch_size": 256,
     "test_limit": None,  # evaluate on a fixed subset of this many test images (None = all)
     # plumbing
     "num_workers": 0,
