@@ -131,11 +131,13 @@ def cmd_list(what: str) -> int:
 
 def prepare_run(args: argparse.Namespace) -> tuple[Profile, list[Job], torch.device, Path]:
     """Everything that can fail on bad input, done before a single file is written."""
-    from bench.plan import plan_jobs
+    from bench.plan import check_data_available, plan_jobs
 
     profile = apply_overrides(load_profile(args.profile), args)
     device = resolve_device(profile.device)
     jobs = plan_jobs(profile, str(device))
+    if not args.dry_run:
+        check_data_available(jobs, args.data_dir, args.download)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or DEFAULT_OUT / f"{profile.name}-{stamp}"
     store = ResultsStore(out)

@@ -74,3 +74,19 @@ def plan_jobs(profile: Profile, device: str) -> list[Job]:
     if not jobs:
         raise UsageError("the selection produced no jobs (accuracy runs network-level models only)")
     return jobs
+
+
+def check_data_available(jobs: list[Job], data_dir: Any = None, download: bool = False) -> None:
+    """Open every split the jobs will read, so missing data fails (exit 2, naming the files) before any write."""
+    from bench.datasets import create_dataset
+
+    needed: set[tuple[str, str]] = set()
+    for job in jobs:
+        if job.dataset is None:
+            continue
+        if job.protocol == "accuracy":
+            needed |= {(job.dataset, "train"), (job.dataset, "test")}
+        elif job.settings.get("inputs") == "dataset":
+            needed.add((job.dataset, "test"))
+    for name, split in sorted(needed):
+        create_dataset(name, split, data_dir=data_dir, download=download)

@@ -68,3 +68,12 @@ def test_plugin_model_runs_through_the_cli(run_cli, tmp_path):
     assert (out / "environment.json").exists() and (out / "results.csv").exists()
     env = json.loads((out / "environment.json").read_text())
     assert env["packages"]["torch"] and env["threads"] == 2
+
+
+def test_missing_dataset_exits_2_naming_the_files(run_cli, tmp_path):
+    out = tmp_path / "run"
+    res = run_cli("run", "--profile", "quick", "--models", "cnn", "--protocols", "accuracy", "--datasets",
+                  "mnist_rot", "--data-dir", tmp_path / "data", "--out", out)
+    assert res.returncode == 2, res.stderr
+    assert "mnist_all_rotation_normalized_float_test.amat" in res.stderr or "amat" in res.stderr
+    assert not out.exists()
