@@ -2,7 +2,8 @@
 
 In the plain test run (``--benchmark-disable``) each benchmark body runs once, as a correctness check. In the perf
 environment run it with ``--benchmark-only``; the full issue grid with side-by-side ratios is
-``python -m gmr.perf`` (see docs/gmr_perf.md). Set ``GMR_BENCH_GRID=full`` to parametrise over that grid here.
+``python -m gmr.perf`` (see docs/gmr_perf.md). Set ``GMR_BENCH_GRID=full`` to parametrise over that grid here;
+``EQUIBENCH_BENCH_DEVICE`` / ``EQUIBENCH_BENCH_THREADS`` (benchmarks/conftest.py) pick the device and threads.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import pytest
 import torch
 
+from bench.cost.timing import fixed_threads, synchronize
 from gmr.perf import FULL_GRID, make_layers, step_fn
 
 if os.environ.get("GMR_BENCH_GRID") == "full":
@@ -26,15 +28,24 @@ else:  # small default: fast enough for the plain test run
 @pytest.mark.parametrize("kind", ["ours", "official", "conv2d"])
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("k,channels,size", POINTS)
-def test_gmr_layer(benchmark, kind, mode, k, channels, size):
+def test_gmr_layer(benchmark, device, threads, kind, mode, k, channels, size):
+    """``device``/``threads`` come from benchmarks/conftest.py (EQUIBENCH_BENCH_DEVICE / _THREADS)."""
     torch.manual_seed(0)
-    layer = make_layers(kind, channels, k, "cpu")
-    x = torch.randn(BATCH, channels, size, size)
+    layer = make_layers(kind, channels, k, str(device))
+    x = torch.randn(BATCH, channels, size, size, device=device)
     step = step_fn(layer, x, mode)
+
+    def timed():
+        out = step()
+        synchronize(device)
+        return out
+
     benchmark.group = f"{mode}-k{k}-C{channels}-{size}"
     benchmark.extra_info.update(kind=kind, mode=mode, kernel_size=k, channels=channels, size=size, batch=BATCH,
-                                torch=torch.__version__, threads=torch.get_num_threads())
-    out = benchmark(step)
+                                threads=threads, device=str(device))
+    with fixed_threads(threads):
+        step()  # warm-up (builds the eval-mode kernel cache)
+        out = benchmark(timed)
     assert out.shape == (BATCH, channels, size, size)
     assert torch.isfinite(out).all()
     if mode == "train":
