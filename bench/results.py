@@ -46,12 +46,12 @@ class ResultsStore:
 
     # -- writing -----------------------------------------------------------------------------------------
     def append(self, job_id: str, job: dict[str, Any], status: str, rows: list[dict[str, Any]],
-               message: str = "") -> None:
+               message: str = "", elapsed_s: float | None = None) -> None:
         """Atomically append one finished job's record (one line, flushed and fsynced)."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         record = {
-            "job_id": job_id, "job": job, "status": status, "message": message,
+            "job_id": job_id, "job": job, "status": status, "message": message, "elapsed_s": elapsed_s,
             "rows": [{k: _clean(v) for k, v in r.items()} for r in rows],
         }
         line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"

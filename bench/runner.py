@@ -7,6 +7,7 @@ import math
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -120,7 +121,9 @@ def run_local(jobs: list[Job], store: ResultsStore, ctx: RunContext, timeout_s: 
     bar = tqdm(jobs, desc="sweep", unit="job", disable=not ctx.progress, file=sys.stderr)
     for job in bar:
         bar.set_postfix_str(job.label)
+        started = time.perf_counter()
         status, rows, message = execute_job(job, ctx, timeout_s)
-        store.append(job.job_id, job.to_dict(), status, rows, message)
+        store.append(job.job_id, job.to_dict(), status, rows, message,
+                     elapsed_s=round(time.perf_counter() - started, 3))
         if status != "ok":
             tqdm.write(f"[{status}] {job.label}: {message}", file=sys.stderr)

@@ -215,7 +215,10 @@ def save_checkpoint(path: str | os.PathLike[str], network: nn.Module, **meta: An
     """Write {'state_dict', 'format', **meta} to `path` atomically (temp file in the same folder + os.replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = network.training
+    network.train()  # the canonical state: escnn keeps extra expanded-filter buffers only in eval mode
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    network.train(was_training)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -254,5 +257,8 @@ def load_trained(model_name: str, path: str | os.PathLike[str], in_channels: int
             raise UsageError(f"{path} was trained with {key}={ckpt[key]}, not {want}")
     kwargs = {**dict(ckpt.get("model_kwargs") or {}), **kw}
     model = create_model(model_name, in_channels, num_classes, **kwargs)
-    model.load_state_dict(ckpt["state_dict"])
+    model.train()  # load in train mode: escnn's eval-mode filter caches are rebuilt by .eval() below
+    expected = model.state_dict().keys()
+    derived = (".filter", ".expanded_bias")
+    model.load_state_dict({k: v for k, v in ckpt["state_dict"].items() if k in expected or not k.endswith(derived)})
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()

@@ -234,3 +234,25 @@ def test_cnn_loses_more_than_gmr_off_upright(tmp_path, one_thread):
     assert cnn_drop > 0.4
     assert gmr_drop < 0.1
     assert cnn_drop - gmr_drop > 0.35
+
+
+@pytest.mark.skipif(not _zoo_ready(), reason="the model zoo is not importable yet")
+def test_checkpoint_round_trip_escnn(tmp_path):
+    """An escnn model saved in eval mode (with its expanded-filter caches) reloads to the same function."""
+    pytest.importorskip("escnn")
+    from bench.models import create_model
+    from bench.training import load_trained, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("c4", 1, 10, width=0.25)
+    with torch.no_grad():  # move BatchNorm statistics off their defaults
+        model.train()
+        model(torch.randn(8, 1, 29, 29))
+    model.eval()
+    x = torch.randn(4, 1, 29, 29)
+    want = model(x)
+    path = save_checkpoint(tmp_path / "c4.pt", model, model="c4", model_kwargs={"width": 0.25}, in_channels=1,
+                           num_classes=10)
+    assert not model.training
+    again = load_trained("c4", path, 1, 10)
+    assert torch.allclose(again(x), want, atol=1e-5)
