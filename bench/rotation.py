@@ -29,6 +29,38 @@ from bench.errors import UsageError
 METHODS = ("nearest", "bilinear", "bicubic", "fourier")
 
 
+def parse_angles(spec: object, what: str = "angles") -> list[float]:
+    """Angles in degrees, one rule for every protocol: a number, a list, 'a,b,c', or an inclusive
+    'start:stop:step' range ('0:360:10' is the 37 angles 0, 10, ..., 360; the stop is kept when it lands)."""
+    bad = UsageError(f"{what} must be 'start:stop:step' (step > 0, stop >= start), 'a,b,c' or a list of "
+                     f"numbers, got {spec!r}")
+    if isinstance(spec, bool):
+        raise bad
+    if isinstance(spec, int | float):
+        return [float(spec)]
+    if isinstance(spec, list | tuple):
+        if not spec or not all(isinstance(a, int | float) and not isinstance(a, bool) for a in spec):
+            raise bad
+        return [float(a) for a in spec]
+    if not isinstance(spec, str):
+        raise bad
+    try:
+        if ":" in spec:
+            start, stop, step = (float(p) for p in spec.split(":"))
+            if not all(map(math.isfinite, (start, stop, step))) or step <= 0 or stop < start:
+                raise ValueError
+            count = math.floor((stop - start) / step + 1e-9) + 1
+            if count > 100_000:
+                raise ValueError
+            return [round(start + i * step, 9) for i in range(count)]
+        values = [float(a) for a in spec.split(",") if a.strip()]
+    except ValueError:
+        raise bad from None
+    if not values:
+        raise bad
+    return values
+
+
 def check_method(method: str) -> str:
     if method not in METHODS:
         raise UsageError(f"unknown rotation method {method!r}; valid: {', '.join(METHODS)}")

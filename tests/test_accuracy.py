@@ -13,7 +13,8 @@ from bench.errors import UsageError
 from bench.jobs import Job, RunContext
 from bench.models import MODELS, register_model
 from bench.protocols import accuracy
-from bench.protocols.accuracy import DEFAULTS, parse_angles, validate_settings
+from bench.protocols.accuracy import DEFAULTS, validate_settings
+from bench.rotation import parse_angles
 from bench.training import evaluate_rotations
 
 TINY = "_test_tiny_acc"

@@ -6,7 +6,8 @@ import torch
 from bench.contract import INVARIANT, SCALAR, SymmetryContract
 from bench.equivariance_metrics import (blur_floor, gaussian_blur, lie_derivative_logits, lie_derivative_map,
                                         masked_relative_error, roundtrip_floor)
-from bench.protocols.equivariance import measure, parse_angles, validate_settings
+from bench.protocols.equivariance import measure, validate_settings
+from bench.rotation import parse_angles
 from bench.errors import UsageError
 from bench.rotation import bandlimited_images
 
@@ -151,8 +152,8 @@ def test_masked_relative_error_ignores_outside_of_mask():
 
 
 def test_angle_parsing_and_validation():
-    assert parse_angles("0:360:90") == [0, 90, 180, 270]
-    assert parse_angles("0:360:5")[-1] == 355 and len(parse_angles("0:360:5")) == 72
+    assert parse_angles("0:360:90") == [0, 90, 180, 270, 360]  # inclusive: the stop is kept when it lands
+    assert parse_angles("0:355:5")[-1] == 355 and len(parse_angles("0:355:5")) == 72
     assert parse_angles("10,22.5") == [10, 22.5]
     for bad in ("0:360:0", "a:b:c", "360:0:5"):
         with pytest.raises(UsageError):

@@ -33,7 +33,7 @@ from typing import Any
 
 from bench.errors import UsageError
 from bench.jobs import Job, RunContext
-from bench.rotation import METHODS
+from bench.rotation import METHODS, parse_angles
 
 CONDITIONS = ("upright", "rotation")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -95,37 +95,6 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def parse_angles(spec: Any) -> list[float]:
-    """Angles in degrees from a list, a number, 'a,b,c' or an inclusive 'start:stop:step' range."""
-    bad = UsageError(f"accuracy setting 'angles' must be {_HELP['angles']}, got {spec!r}")
-    if _is_num(spec):
-        return [float(spec)]
-    if isinstance(spec, str):
-        text = spec.strip()
-        if ":" in text:
-            parts = text.split(":")
-            if len(parts) != 3:
-                raise bad
-            try:
-                start, stop, step = (float(p) for p in parts)
-            except ValueError:
-                raise bad from None
-            if not (math.isfinite(start) and math.isfinite(stop) and math.isfinite(step)) or step <= 0 \
-                    or stop < start:
-                raise bad
-            count = math.floor((stop - start) / step + 1e-9) + 1
-            if count > 100_000:
-                raise bad
-            return [round(start + i * step, 9) for i in range(count)]
-        try:
-            values = [float(p) for p in text.split(",") if p.strip()]
-        except ValueError:
-            raise bad from None
-        spec = values
-    if isinstance(spec, (list, tuple)) and spec and all(_is_num(a) for a in spec):
-        return [float(a) for a in spec]
-    raise bad
-
 
 def validate_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     """DEFAULTS overridden by `settings`; UsageError naming the valid keys/values on anything unknown or bad."""
@@ -159,7 +128,7 @@ def validate_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     out["conditions"] = list(conds)
     for key in ("train_limit", "test_limit"):
         check(key, out[key] is None or (_is_int(out[key]) and out[key] >= 1))
-    parse_angles(out["angles"])
+    parse_angles(out["angles"], "accuracy setting 'angles'")
     for key in ("flips", "mask", "save_checkpoint"):
         check(key, isinstance(out[key], bool))
     check("rotation", out["rotation"] in METHODS)

@@ -11,7 +11,6 @@ rotation alone causes (``interpolation_floor`` rows: round trip and an isotropic
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,10 +22,10 @@ from bench.errors import UsageError
 from bench.fields import apply_rho, group_pool, in_group
 from bench.jobs import Job, RunContext
 from bench.models import create_model, model_info
-from bench.rotation import bandlimited_images, check_method, disk_mask, rotate_many
+from bench.rotation import bandlimited_images, check_method, disk_mask, parse_angles, rotate_many
 
 DEFAULTS: dict[str, Any] = {
-    "angles": "0:360:5",        # degrees: 'start:stop:step' (stop excluded), a list, or 'a,b,c'
+    "angles": "0:360:5",        # degrees: inclusive 'start:stop:step', a list, or 'a,b,c'
     "reflections": True,        # also measure the horizontal flip composed with every angle
     "rotation": "bicubic",      # nearest | bilinear | bicubic | fourier
     "inputs": "bandlimited",    # bandlimited | dataset (upright test images of the job's dataset)
@@ -41,29 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "per_layer": True,          # per-layer attribution for models exposing a sequential body
     "attribution_angle": 45.0,
     "chunk": 512,               # images per forward pass
+    "model_kwargs": {},         # extra factory kwargs; default: those of the trained checkpoint, if any
 }
 WEIGHTS = ("init", "trained")
 INPUTS = ("bandlimited", "dataset")
-
-
-def parse_angles(spec: Any) -> list[float]:
-    """'0:360:5' -> [0, 5, ..., 355]; lists and 'a,b,c' strings pass through as floats."""
-    if isinstance(spec, int | float):
-        return [float(spec)]
-    if isinstance(spec, list | tuple):
-        return [float(a) for a in spec]
-    if not isinstance(spec, str):
-        raise UsageError(f"angles must be 'start:stop:step', 'a,b,c' or a list, got {spec!r}")
-    try:
-        if ":" in spec:
-            start, stop, step = (float(p) for p in spec.split(":"))
-            if step <= 0 or stop <= start:
-                raise ValueError
-            n = math.ceil((stop - start) / step - 1e-9)
-            return [round(start + i * step, 9) for i in range(n)]
-        return [float(a) for a in spec.split(",") if a.strip()]
-    except ValueError:
-        raise UsageError(f"angles must be 'start:stop:step' (step > 0, stop > start) or 'a,b,c', got {spec!r}") from None
 
 
 def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -82,6 +62,8 @@ def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
     if not weights or any(w not in WEIGHTS for w in weights):
         raise UsageError(f"weights must be a subset of {', '.join(WEIGHTS)}, got {out['weights']!r}")
     out["weights"] = weights
+    if not isinstance(out["model_kwargs"], dict):
+        raise UsageError(f"model_kwargs must be a table of factory keyword arguments, got {out['model_kwargs']!r}")
     for key in ("num_images", "size", "layer_channels", "chunk"):
         if not isinstance(out[key], int) or out[key] < 1:
             raise UsageError(f"{key} must be a positive integer, got {out[key]!r}")
@@ -126,20 +108,6 @@ def make_inputs(job: Job, ctx: RunContext, s: dict[str, Any], channels: int, siz
         x = bandlimited_images(s["num_images"], channels, size, cutoff=float(s["cutoff"]), seed=job.seed,
                                dtype=ctx.dtype)
     return x.to(ctx.device)
-
-
-def load_checkpoint(model: torch.nn.Module, path: Any) -> None:
-    """Load trained weights, then return to eval mode.
-
-    Loading happens in train mode because escnn layers hold their expanded filter as an extra buffer only in
-    eval mode; `.eval()` afterwards re-expands it from the loaded weights (and refreshes GMR kernel caches)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("state_dict", state)
-    model.train()
-    expected = model.state_dict().keys()
-    derived = (".filter", ".expanded_bias")  # escnn eval-mode caches, rebuilt by .eval()
-    model.load_state_dict({k: v for k, v in state.items() if k in expected or not k.endswith(derived)})
-    model.eval()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -286,19 +254,25 @@ def measure(model: torch.nn.Module, x: torch.Tensor, s: dict[str, Any]) -> list[
 
 
 def run(job: Job, ctx: RunContext) -> list[dict[str, Any]]:
+    from bench.training import load_trained, read_checkpoint
+
     s = validate_settings(job.settings)
     channels, classes, size = geometry(job, s)
     x = make_inputs(job, ctx, s, channels, size)
-    torch.manual_seed(job.seed)
-    model = create_model(job.model, in_channels=channels, num_classes=classes)
-    model = model.to(device=ctx.device, dtype=ctx.dtype).eval()
+    path = ctx.checkpoint_path(job.model, job.dataset, job.seed) if job.dataset else None
+    checkpoint = path if path is not None and path.exists() and "trained" in s["weights"] else None
+    # init weights of the same architecture the accuracy protocol trained, unless told otherwise
+    kwargs = s["model_kwargs"] or (dict(read_checkpoint(checkpoint).get("model_kwargs") or {}) if checkpoint else {})
     rows: list[dict[str, Any]] = []
     for weights in s["weights"]:
-        if weights == "trained":
-            path = ctx.checkpoint_path(job.model, job.dataset, job.seed) if job.dataset else None
-            if path is None or not path.exists():
-                continue
-            load_checkpoint(model, path)
+        if weights == "init":
+            torch.manual_seed(job.seed)
+            model = create_model(job.model, in_channels=channels, num_classes=classes, **kwargs)
+        elif checkpoint is not None:
+            model = load_trained(job.model, checkpoint, channels, classes, **s["model_kwargs"])
+        else:
+            continue
+        model = model.to(device=ctx.device, dtype=ctx.dtype).eval()
         rows += [{**r, "weights": weights} for r in measure(model, x, s)]
     if s["floor"]:
         rows += [{**r, "weights": "none"} for r in floor_rows(x, s["angles"], s["rotation"], float(s["blur_sigma"]))]
