@@ -25,7 +25,6 @@ numbers are identical), and the factories accept ``exported=True`` to return tha
 from __future__ import annotations
 
 import copy
-
 import math
 from typing import Any
 

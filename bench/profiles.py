@@ -23,11 +23,12 @@ Built-in profiles live in bench/profiles/*.toml; users pass a path to their own 
 from __future__ import annotations
 
 import copy
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from bench.errors import UsageError
 from bench.registry import did_you_mean, unknown_name_error

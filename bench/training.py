@@ -242,6 +242,12 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     return ckpt
 
 
+def _derived_key(key: str) -> bool:
+    """State entries escnn derives from the architecture (basis-expansion indices and samples, eval-mode
+    filter caches): rebuilt by the constructor / `.eval()`, never loaded (some are shared, read-only views)."""
+    return key.endswith((".filter", ".expanded_bias")) or "._basisexpansion." in key
+
+
 def load_trained(model_name: str, path: str | os.PathLike[str], in_channels: int, num_classes: int,
                  map_location: Any = "cpu", **kw: Any) -> nn.Module:
     """Rebuild `model_name` (create_model with the checkpoint's model kwargs, overridden by **kw) and load the
@@ -258,7 +264,9 @@ def load_trained(model_name: str, path: str | os.PathLike[str], in_channels: int
     kwargs = {**dict(ckpt.get("model_kwargs") or {}), **kw}
     model = create_model(model_name, in_channels, num_classes, **kwargs)
     model.train()  # load in train mode: escnn's eval-mode filter caches are rebuilt by .eval() below
-    expected = model.state_dict().keys()
-    derived = (".filter", ".expanded_bias")
-    model.load_state_dict({k: v for k, v in ckpt["state_dict"].items() if k in expected or not k.endswith(derived)})
+    state = {k: v for k, v in ckpt["state_dict"].items() if not _derived_key(k)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    wrong = [k for k in missing if not _derived_key(k)] + list(unexpected)
+    if wrong:
+        raise UsageError(f"{path} does not fit {model_name!r} (missing or unexpected keys: {wrong[:5]})")
     return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()

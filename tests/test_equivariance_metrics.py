@@ -4,12 +4,17 @@ import pytest
 import torch
 
 from bench.contract import INVARIANT, SCALAR, SymmetryContract
-from bench.equivariance_metrics import (blur_floor, gaussian_blur, lie_derivative_logits, lie_derivative_map,
-                                        masked_relative_error, roundtrip_floor)
-from bench.protocols.equivariance import measure, validate_settings
-from bench.rotation import parse_angles
+from bench.equivariance_metrics import (
+    blur_floor,
+    gaussian_blur,
+    lie_derivative_logits,
+    lie_derivative_map,
+    masked_relative_error,
+    roundtrip_floor,
+)
 from bench.errors import UsageError
-from bench.rotation import bandlimited_images
+from bench.protocols.equivariance import measure, validate_settings
+from bench.rotation import bandlimited_images, parse_angles
 
 
 class Identity(torch.nn.Module):

@@ -89,3 +89,20 @@ def test_trained_checkpoint_is_measured_too(tmp_path, name):
     at45 = {r["weights"]: r["value"] for r in rows if r["metric"] == "invariance_error" and r["angle_deg"] == 45
             and r["feature"] == "logits"}
     assert at45["init"] != at45["trained"]
+
+
+@pytest.mark.parametrize("name", ["so2", "d4"])
+def test_accuracy_checkpoint_round_trip_into_equivariance(tmp_path, name):
+    """A checkpoint written by the accuracy protocol's saver loads for the equivariance protocol (escnn's
+    derived basis buffers are rebuilt, not copied)."""
+    from bench.models import create_model
+    from bench.training import load_trained, save_checkpoint
+
+    torch.manual_seed(1)
+    model = create_model(name, in_channels=1, num_classes=10, width=0.25)
+    path = save_checkpoint(tmp_path / "m.pt", model, model=name, model_kwargs={"width": 0.25}, in_channels=1,
+                           num_classes=10)
+    loaded = load_trained(name, path, 1, 10)
+    x = torch.randn(2, 1, 29, 29)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model.eval()(x), atol=1e-5)

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from bench.errors import UsageError
-from bench.rotation import (bandlimited_images, disk_mask, is_grid_angle, rotate, rotate_interpolated,
-                            rotate_many, split_angle)
+from bench.rotation import (
+    bandlimited_images,
+    disk_mask,
+    is_grid_angle,
+    rotate,
+    rotate_interpolated,
+    rotate_many,
+    split_angle,
+)
 
 
 def blob(size: int, x0: float, y0: float, sigma: float = 2.5) -> torch.Tensor:

@@ -197,8 +197,10 @@ def lie_rows(model: torch.nn.Module, contract: SymmetryContract, x: torch.Tensor
             rows.append({"metric": "lie_derivative", "value": value.mean().item(), "unit": "1/rad",
                          "feature": name, "reflect": "none"})
         elif spec.spatial:
-            fn = (lambda inp, n=name, sp=spec: group_pool(sp, exposed_features(model, inp)[n]))
-            value = em.lie_derivative_map(fn, x, method)
+            def pooled_map(inp: torch.Tensor, n: str = name, sp: FieldSpec = spec) -> torch.Tensor:
+                return group_pool(sp, exposed_features(model, inp)[n])
+
+            value = em.lie_derivative_map(pooled_map, x, method)
             label = name if spec.kind == "scalar" else f"{name}:gpool"
             rows.append({"metric": "lie_derivative", "value": value.mean().item(), "unit": "relative/rad",
                          "feature": label, "reflect": "none"})
