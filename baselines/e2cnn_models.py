@@ -7,38 +7,16 @@ They exist to cross-check escnn: the same exact properties must hold and the par
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import e2cnn.gspaces  # noqa: F401  (the module is declared as requiring e2cnn; imported here, not in a build)
 import e2cnn.nn  # noqa: F401
 
-from baselines.common import pop_unused
-from baselines.fieldnet import FieldFamily, build_field_net
+from baselines.fieldnet import field_net_factory
 from baselines.layers import register_lib_layers
 from bench.models import register_model
 
-
-def _factory(name: str, kind: str, n: int, flip: bool):
-    def factory(
-        in_channels: int = 1,
-        num_classes: int = 10,
-        match: str = "params",
-        width: float = 1.0,
-        widths: Sequence[int] | None = None,
-        max_frequency: int = 3,
-        **kw,
-    ):
-        pop_unused(kw, name)
-        fam = FieldFamily("e2cnn", kind, n, flip, max_freq=max_frequency)
-        return build_field_net(fam, in_channels, num_classes, match, width, widths)
-
-    factory.__name__ = name
-    return factory
-
-
-register_model("e2cnn_c8")(_factory("e2cnn_c8", "regular", 8, False))
-register_model("e2cnn_d8")(_factory("e2cnn_d8", "regular", 8, True))
-register_model("e2cnn_so2")(_factory("e2cnn_so2", "gated", -1, False))
+register_model("e2cnn_c8")(field_net_factory("e2cnn_c8", "e2cnn", "regular", 8, False, "C8 regular fields (e2cnn)"))
+register_model("e2cnn_d8")(field_net_factory("e2cnn_d8", "e2cnn", "regular", 8, True, "D8 regular fields (e2cnn)"))
+register_model("e2cnn_so2")(field_net_factory("e2cnn_so2", "e2cnn", "gated", -1, False, "SO(2) irreps, gated (e2cnn)"))
 
 
 register_lib_layers("e2cnn")

@@ -12,15 +12,13 @@ ResNet-18 scale: `c8_resnet18` (see its docstring).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import escnn.gspaces  # noqa: F401  (the module is declared as requiring escnn; imported here, not in a build)
 import escnn.nn  # noqa: F401
 import torch
 from torch import nn
 
 from baselines.common import BLUR_SIGMA, SmallNet, check_match, pop_unused
-from baselines.fieldnet import FieldFamily, build_field_net
+from baselines.fieldnet import FieldFamily, field_net_factory
 from baselines.layers import register_lib_layers
 from baselines.steerable import (
     RegularBatchNorm,
@@ -35,52 +33,17 @@ from bench.models import register_model
 REGULAR = {"c4": (4, False), "c8": (8, False), "c16": (16, False), "d4": (4, True), "d8": (8, True)}
 
 
-def _regular_factory(name: str, n: int, flip: bool):
-    def factory(
-        in_channels: int = 1,
-        num_classes: int = 10,
-        match: str = "params",
-        width: float = 1.0,
-        widths: Sequence[int] | None = None,
-        **kw,
-    ):
-        pop_unused(kw, name)
-        return build_field_net(FieldFamily("escnn", "regular", n, flip), in_channels, num_classes, match, width, widths)
-
-    factory.__name__ = name
-    factory.__doc__ = (
-        f"{'D' if flip else 'C'}{n} regular group convolutions (escnn) in the small backbone; `widths` = regular "
-        f"fields per layer ({(2 if flip else 1) * n} channels each)."
-    )
-    return factory
-
-
 for _name, (_n, _flip) in REGULAR.items():
-    register_model(_name)(_regular_factory(_name, _n, _flip))
+    register_model(_name)(field_net_factory(
+        _name, "escnn", "regular", _n, _flip,
+        f"{'D' if _flip else 'C'}{_n} regular group convolutions (escnn) in the small backbone; `widths` = regular "
+        f"fields per layer ({(2 if _flip else 1) * _n} channels each).",
+    ))
 
-
-def _steerable_factory(name: str, kind: str, flip: bool):
-    def factory(
-        in_channels: int = 1,
-        num_classes: int = 10,
-        match: str = "params",
-        width: float = 1.0,
-        widths: Sequence[int] | None = None,
-        max_frequency: int = 3,
-        grid_n: int = 16,
-        **kw,
-    ):
-        pop_unused(kw, name)
-        fam = FieldFamily("escnn", kind, -1, flip, max_freq=max_frequency, grid_n=grid_n)
-        return build_field_net(fam, in_channels, num_classes, match, width, widths)
-
-    factory.__name__ = name
-    return factory
-
-
-register_model("so2")(_steerable_factory("so2", "gated", False))
-register_model("o2")(_steerable_factory("o2", "gated", True))
-register_model("so2_fourier")(_steerable_factory("so2_fourier", "fourier", False))
+register_model("so2")(field_net_factory("so2", "escnn", "gated", -1, False, "SO(2) irreps, gated nonlinearity"))
+register_model("o2")(field_net_factory("o2", "escnn", "gated", -1, True, "O(2) irreps, gated nonlinearity"))
+register_model("so2_fourier")(field_net_factory("so2_fourier", "escnn", "fourier", -1, False,
+                                                "SO(2) band-limited regular fields with FourierELU"))
 
 
 # ---------------------------------------------------------------------------------------------------------------

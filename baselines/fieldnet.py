@@ -27,6 +27,7 @@ from baselines.common import (
     POOL_AFTER,
     SmallNet,
     base_channels,
+    pop_unused,
     reference_params,
     resolve_units,
 )
@@ -213,3 +214,27 @@ def build_field_net(
     net = SmallNet(body, inv, pooled_dim, num_classes, contract, widths=units, family=f"{fam.lib}-{fam.kind}")
     net.field_family = fam
     return net
+
+
+def field_net_factory(name: str, lib: str, kind: str, n: int, flip: bool, doc: str | None = None):
+    """A registry factory for one field family in the small backbone (escnn and e2cnn share it).
+
+    `max_frequency` (L) and `grid_n` (FourierELU samples) matter for the continuous groups only."""
+
+    def factory(
+        in_channels: int = 1,
+        num_classes: int = 10,
+        match: str = "params",
+        width: float = 1.0,
+        widths: Sequence[int] | None = None,
+        max_frequency: int = 3,
+        grid_n: int = 16,
+        **kw: Any,
+    ) -> nn.Module:
+        pop_unused(kw, name)
+        fam = FieldFamily(lib, kind, n, flip, max_freq=max_frequency, grid_n=grid_n)
+        return build_field_net(fam, in_channels, num_classes, match, width, widths)
+
+    factory.__name__ = name
+    factory.__doc__ = doc
+    return factory

@@ -30,15 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-
-def lib_of(obj: Any) -> str:
-    """'escnn' or 'e2cnn', from the module an object's class lives in."""
-    mod = type(obj).__module__
-    if mod.startswith("e2cnn"):
-        return "e2cnn"
-    if mod.startswith("escnn"):
-        return "escnn"
-    raise TypeError(f"{type(obj).__name__} is neither an escnn nor an e2cnn object")
+from bench.fields import library_of
 
 
 def geometric_tensor_cls(lib: str):
@@ -96,7 +88,7 @@ class TensorModule(nn.Module):
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = module
-        self._gt = geometric_tensor_cls(lib_of(module))
+        self._gt = geometric_tensor_cls(library_of(module))
 
     @property
     def in_type(self):
@@ -175,7 +167,7 @@ def _he_blocks(expansion: Any, lib: str) -> list[tuple[int, int, torch.Tensor]]:
 
 def he_variances(expansion: Any, lib: str | None = None) -> torch.Tensor:
     """The per-weight factors of the library's `generalized_he_init` (its `_generalized_he_init_variances`)."""
-    lib = lib or lib_of(expansion)
+    lib = lib or library_of(expansion)
     out = torch.empty(expansion.dimension())
     for start, end, v in _he_blocks(expansion, lib):
         out[start:end] = v.repeat((end - start) // len(v))
@@ -188,7 +180,7 @@ def fast_he_init_(conv: nn.Module, generator: torch.Generator | None = None) -> 
 
     In place: standard normal weights, each field pair's segment scaled by its per-basis-element factors.
     """
-    lib = lib_of(conv)
+    lib = library_of(conv)
     exp = conv.basisexpansion if lib == "escnn" else conv._basisexpansion
     w = conv.weights
     w.normal_(generator=generator)
@@ -222,7 +214,7 @@ def unshare_basis(conv: nn.Module) -> None:
     (a CPU float32 model then fails after a CUDA or float64 one). A shallow copy with its own buffer dict keeps the
     tensors shared until a conversion, which then only affects this conv.
     """
-    exp = conv.basisexpansion if lib_of(conv) == "escnn" else conv._basisexpansion
+    exp = conv.basisexpansion if library_of(conv) == "escnn" else conv._basisexpansion
     for name, blk in list(exp._modules.items()):
         if name.startswith("block_expansion_") and blk is not None:
             own = copy.copy(blk)
@@ -240,14 +232,14 @@ _PAIR_DIMS: dict[tuple, int] = {}
 
 def _gspace_key(gspace: Any) -> tuple:
     g = gspace.fibergroup
-    return (lib_of(gspace), type(gspace).__name__, gspace.name, g.name, getattr(g, "_maximum_frequency", None))
+    return (library_of(gspace), type(gspace).__name__, gspace.name, g.name, getattr(g, "_maximum_frequency", None))
 
 
 def pair_dimension(gspace: Any, in_repr: Any, out_repr: Any, k: int) -> int:
     """Basis dimension of an R2Conv from one `in_repr` field to one `out_repr` field (cached)."""
     key = (_gspace_key(gspace), in_repr.name, out_repr.name, k)
     if key not in _PAIR_DIMS:
-        lib = lib_of(gspace)
+        lib = library_of(gspace)
         if lib == "escnn":
             from escnn.nn import FieldType, R2Conv
         else:
@@ -350,7 +342,7 @@ _BN_PER_FIELD: dict[tuple, int] = {}
 
 def bn_param_count(gspace: Any, bn_name: str, reprs: Sequence[Any]) -> int:
     """Parameters of a batch norm `bn_name` over fields `reprs` (they are additive over fields)."""
-    lib = lib_of(gspace)
+    lib = library_of(gspace)
     if lib == "escnn":
         import escnn.nn as enn
     else:

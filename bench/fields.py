@@ -16,19 +16,20 @@ import torch
 from bench.contract import FieldSpec
 
 
-def _library(field_type: object) -> str:
-    module = type(field_type).__module__
+def library_of(obj: object) -> str:
+    """'escnn' or 'e2cnn': the library an object's class comes from (field types, gspaces, modules)."""
+    module = type(obj).__module__
     if module.startswith("escnn"):
         return "escnn"
     if module.startswith("e2cnn"):
         return "e2cnn"
-    raise TypeError(f"unsupported field type {type(field_type)!r}: expected an escnn or e2cnn FieldType")
+    raise TypeError(f"{type(obj).__name__} is neither an escnn nor an e2cnn object")
 
 
 def _group_kind(field_type: object) -> tuple[bool, int]:
     """(has reflections, rotation order N; 0 = continuous) of the field type's fibre group."""
     gspace = field_type.gspace
-    lib = _library(field_type)
+    lib = library_of(field_type)
     if lib == "escnn":
         flips = gspace.flips_order > 0
         n = gspace.rotations_order
@@ -61,7 +62,7 @@ def library_element(field_type: object, angle_deg: float, reflect: bool) -> obje
     """
     flips, n = _group_kind(field_type)
     theta = math.radians(angle_deg)
-    lib = _library(field_type)
+    lib = library_of(field_type)
     if lib == "escnn":
         group = field_type.gspace.fibergroup
         if n == 0:
@@ -83,7 +84,7 @@ def apply_rho(spec: FieldSpec, x: torch.Tensor, angle_deg: float, reflect: bool)
         raise ValueError(f"({angle_deg} deg, reflect={reflect}) is not in the fibre group of this field")
     ft = spec.field_type
     element = library_element(ft, angle_deg, reflect)
-    if _library(ft) == "escnn":
+    if library_of(ft) == "escnn":
         return ft.transform_fibers(x, element)
     rep = torch.as_tensor(ft.representation(element), dtype=x.dtype, device=x.device)
     return torch.einsum("ij,nj...->ni...", rep, x)
