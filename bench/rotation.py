@@ -30,10 +30,11 @@ METHODS = ("nearest", "bilinear", "bicubic", "fourier")
 
 
 def parse_angles(spec: object, what: str = "angles") -> list[float]:
-    """Angles in degrees, one rule for every protocol: a number, a list, 'a,b,c', or an inclusive
-    'start:stop:step' range ('0:360:10' is the 37 angles 0, 10, ..., 360; the stop is kept when it lands)."""
-    bad = UsageError(f"{what} must be 'start:stop:step' (step > 0, stop >= start), 'a,b,c' or a list of "
-                     f"numbers, got {spec!r}")
+    """Angles in degrees, one rule for every protocol: a number, a list, or comma-separated parts, each a
+    number or an inclusive 'start:stop:step' range ('0:360:10' is the 37 angles 0, 10, ..., 360: the stop is
+    kept when it lands). '0:360:5,22.5' adds 22.5 to the 5-degree grid; the result is sorted, without repeats."""
+    bad = UsageError(f"{what} must be 'start:stop:step' (step > 0, stop >= start), 'a,b,c' (parts may be "
+                     f"ranges) or a list of numbers, got {spec!r}")
     if isinstance(spec, bool):
         raise bad
     if isinstance(spec, int | float):
@@ -44,21 +45,26 @@ def parse_angles(spec: object, what: str = "angles") -> list[float]:
         return [float(a) for a in spec]
     if not isinstance(spec, str):
         raise bad
+    values: list[float] = []
     try:
-        if ":" in spec:
-            start, stop, step = (float(p) for p in spec.split(":"))
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            if ":" not in part:
+                values.append(float(part))
+                continue
+            start, stop, step = (float(p) for p in part.split(":"))
             if not all(map(math.isfinite, (start, stop, step))) or step <= 0 or stop < start:
                 raise ValueError
             count = math.floor((stop - start) / step + 1e-9) + 1
             if count > 100_000:
                 raise ValueError
-            return [round(start + i * step, 9) for i in range(count)]
-        values = [float(a) for a in spec.split(",") if a.strip()]
+            values += [round(start + i * step, 9) for i in range(count)]
     except ValueError:
         raise bad from None
     if not values:
         raise bad
-    return values
+    return sorted(set(values)) if "," in spec else values
 
 
 def check_method(method: str) -> str:

@@ -160,6 +160,7 @@ def test_angle_parsing_and_validation():
     assert parse_angles("0:360:90") == [0, 90, 180, 270, 360]  # inclusive: the stop is kept when it lands
     assert parse_angles("0:355:5")[-1] == 355 and len(parse_angles("0:355:5")) == 72
     assert parse_angles("10,22.5") == [10, 22.5]
+    assert parse_angles("0:20:10,15,10") == [0, 10, 15, 20]  # ranges and points combine, sorted, no repeats
     for bad in ("0:360:0", "a:b:c", "360:0:5"):
         with pytest.raises(UsageError):
             parse_angles(bad)

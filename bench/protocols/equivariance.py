@@ -25,7 +25,7 @@ from bench.models import create_model, model_info
 from bench.rotation import bandlimited_images, check_method, disk_mask, parse_angles, rotate_many
 
 DEFAULTS: dict[str, Any] = {
-    "angles": "0:360:5",        # degrees: inclusive 'start:stop:step', a list, or 'a,b,c'
+    "angles": "0:360:5,22.5",   # degrees: inclusive ranges and points, see bench.rotation.parse_angles
     "reflections": True,        # also measure the horizontal flip composed with every angle
     "rotation": "bicubic",      # nearest | bilinear | bicubic | fourier
     "inputs": "bandlimited",    # bandlimited | dataset (upright test images of the job's dataset)
