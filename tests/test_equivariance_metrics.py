@@ -168,3 +168,10 @@ def test_angle_parsing_and_validation():
         validate_settings({"angle": "0:90:10"})
     with pytest.raises(UsageError, match="fourier"):
         validate_settings({"rotation": "lanczos"})
+
+
+def test_feature_maps_get_their_own_floor(x, settings):
+    rows = measure(Blur().double(), x, settings)
+    floors = {r["angle_deg"]: r["value"] for r in rows if r["metric"] == "interpolation_floor" and r["feature"] == "out"}
+    assert floors[90] == 0.0 and floors[45] > 0
+    assert floors[45] == pytest.approx(roundtrip_floor(gaussian_blur(x, 1.5), [45.0], "bicubic").item(), rel=1e-9)

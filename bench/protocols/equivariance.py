@@ -185,6 +185,23 @@ def floor_rows(x: torch.Tensor, angles: Sequence[float], method: str, sigma: flo
     return rows
 
 
+def feature_floor_rows(contract: SymmetryContract, f0: dict[str, torch.Tensor], angles: Sequence[float],
+                       method: str) -> list[dict[str, Any]]:
+    """Round-trip floor of each exposed map at its own resolution: small late maps interpolate far worse than
+    the input, so their errors must be read against this, not against the input's floor."""
+    rows = []
+    for name, ref in f0.items():
+        if ref.dim() != 4:
+            continue
+        spec = contract.features.get(name, FieldSpec("scalar"))
+        values = em.roundtrip_floor(ref, angles, method).tolist()
+        labels = [name] if spec.kind == "scalar" else [name, f"{name}:gpool"]  # fibre permutations are exact
+        for label in labels:
+            rows += [{"metric": "interpolation_floor", "value": v, "unit": "relative", "angle_deg": a,
+                      "reflect": "none", "feature": label, "floor_kind": "roundtrip"} for a, v in zip(angles, values)]
+    return rows
+
+
 def lie_rows(model: torch.nn.Module, contract: SymmetryContract, x: torch.Tensor, method: str) -> list[dict[str, Any]]:
     """LEE on logits (Gruver et al.) and the relative Lie derivative of each exposed map (pooled to scalars)."""
     rows = []
@@ -248,6 +265,8 @@ def measure(model: torch.nn.Module, x: torch.Tensor, s: dict[str, Any]) -> list[
         rotated = rotate_many(x, angles, method, reflect).flatten(0, 1)
         fg = batched_features(model, rotated, s["chunk"])
         rows += element_rows(contract, f0, fg, angles, reflect, method)
+    if s["floor"]:
+        rows += feature_floor_rows(contract, f0, angles, method)
     if s["lie_derivative"]:
         rows += lie_rows(model, contract, x, method)
     if s["per_layer"]:

@@ -33,6 +33,9 @@ def _panels(e: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
     return out
 
 
+ROUNDOFF = 1e-8  # errors below this are float round-off on exactly equivariant elements
+
+
 def error_vs_angle(eq: pd.DataFrame, colors: Colors, weights: str | None) -> Plot | None:
     e = eq[eq["metric"].isin(("equivariance_error", "invariance_error")) & ~tables.has(eq, "layer")
            & eq["angle_deg"].notna()]
@@ -46,7 +49,8 @@ def error_vs_angle(eq: pd.DataFrame, colors: Colors, weights: str | None) -> Plo
     lows = [positive.min()] if not positive.empty else []
     if not floor_rows.empty:
         lows.append(floor_rows["value"].min())
-    clip = (min(lows) / 3.0) if lows else 1e-8
+    # exact elements give float round-off (1e-7 fp32 ... 1e-16 fp64); drawing it would squash the axis
+    clip = max((min(lows) / 3.0) if lows else ROUNDOFF, ROUNDOFF)
     models_seen: list[str] = []
     reflects_seen: set[str] = set()
     has_floor = False
@@ -98,7 +102,7 @@ def error_vs_angle(eq: pd.DataFrame, colors: Colors, weights: str | None) -> Plo
         caption = ("Relative equivariance error of feature maps (invariance error of vectors such as logits) vs "
                    "rotation angle, mean over seeds, log scale. Grey band: interpolation floor (between the floor "
                    "kinds measured); dashed: reflection composed with the rotation. Features named …:gpool are "
-                   f"compared after group pooling. Values ≤ 0 are drawn at {clip:.1e}.")
+                   f"compared after group pooling. Values below {clip:.0e} (round-off on exact elements) are drawn at {clip:.0e}.")
         if not has_floor:
             caption = caption.replace(" Grey band: interpolation floor (between the floor kinds measured);", "")
         return finish(fig, f"Equivariance error vs angle{what}", caption)
