@@ -106,3 +106,24 @@ def test_accuracy_checkpoint_round_trip_into_equivariance(tmp_path, name):
     x = torch.randn(2, 1, 29, 29)
     with torch.no_grad():
         assert torch.allclose(loaded(x), model.eval()(x), atol=1e-5)
+
+
+def test_per_stage_attribution_blames_exactly_the_plain_convolutions():
+    """At 90 deg (an exact permutation) pointwise stages and symmetric pooling add nothing; only cnn's
+    Conv2d stages add error, and every GMR stage stays exact."""
+    from bench.models import create_model
+    from bench.protocols.equivariance import attribution_rows
+    from bench.rotation import bandlimited_images
+
+    x = bandlimited_images(4, 1, 29, seed=0)
+    torch.manual_seed(0)
+    cnn = attribution_rows(create_model("cnn", 1, 10).eval(), x, 90.0, "bicubic")
+    assert cnn, "cnn exposes a sequential body"
+    for row in cnn:
+        if row["layer"].endswith(":Conv2d"):
+            assert row["value"] > 0.3, row
+        else:
+            assert row["value"] < 1e-6, row
+    gmr = attribution_rows(create_model("gmr", 1, 10).eval(), x, 90.0, "bicubic")
+    assert gmr and max(r["value"] for r in gmr) < 1e-5
+    assert any(r["layer"].endswith(":GMRConv2d") for r in gmr)

@@ -250,7 +250,8 @@ def attribution_rows(model: torch.nn.Module, x: torch.Tensor, angle: float, meth
             rhs = rotate_many(out, [angle], method)[0]
             err = em.masked_relative_error(lhs, rhs, em.map_mask(out)).mean().item()
             rows.append({"metric": "equivariance_error", "value": err, "unit": "relative", "angle_deg": angle,
-                         "reflect": "none", "feature": "stage", "layer": name})
+                         "reflect": "none", "feature": "stage",
+                         "layer": f"{name}:{type(stage).__name__}"})
             h = out
     return rows
 
