@@ -1,11 +1,15 @@
-"""The `equibench` command: list registries, run sweeps, re-render reports. Bad input exits with code 2."""
+"""The `equibench` command: list registries, run sweeps, re-render reports.
+
+Exit codes: 0 every job finished ok; 1 at least one job failed, timed out, diverged or was skipped (after
+writing every other job's rows, the CSVs and the report with its failure list), or the report could not be
+rendered; 2 bad input, nothing written."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,7 +19,9 @@ from bench import environment
 from bench.errors import UsageError
 from bench.jobs import Job, RunContext
 from bench.profiles import Profile, builtin_profiles, check_scalars, load_profile
+from bench.protocols import PROTOCOLS, get_protocol
 from bench.results import ResultsStore
+from bench.schema import OK, PROFILE_FILE
 
 DEFAULT_OUT = Path("out")
 LISTABLE = ("models", "datasets", "profiles", "protocols")
@@ -56,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--dry-run", action="store_true", help="print the job list and write nothing")
     p_run.add_argument("--data-dir", type=Path, help="folder holding (or receiving) real datasets")
     p_run.add_argument("--download", action="store_true", help="download missing datasets where possible")
-    p_run.add_argument("--angles", help="equivariance angles, 'start:stop:step' or comma list (degrees)")
-    p_run.add_argument("--rotation", help="equivariance rotation method: nearest|bilinear|bicubic|fourier")
+    p_run.add_argument("--angles", help="angles of every protocol that measures some, 'start:stop:step' or a "
+                                        "comma list (degrees)")
+    p_run.add_argument("--rotation", help="rotation method of every protocol that rotates: "
+                                          "nearest|bilinear|bicubic|fourier")
     p_run.add_argument("--slurm-partition", help="Slurm partition for --executor submitit")
     p_run.add_argument("--slurm-gpus", type=int, help="GPUs per Slurm job (latency jobs never share one)")
     p_run.add_argument("--slurm-time", type=int, help="Slurm time limit per job, minutes")
@@ -84,13 +92,13 @@ def apply_overrides(profile: Profile, args: argparse.Namespace) -> Profile:
     for key in ("device", "dtype", "threads", "executor"):
         if getattr(args, key) is not None:
             setattr(profile, key, getattr(args, key))
-    eq = profile.settings.setdefault("equivariance", {})
-    if args.angles is not None:
-        eq["angles"] = args.angles
-    if args.rotation is not None:
-        eq["rotation"] = args.rotation
-    if not eq:
-        profile.settings.pop("equivariance")
+    for key in ("angles", "rotation"):  # settings shared by name: set on every protocol that has the setting
+        value = getattr(args, key)
+        if value is None:
+            continue
+        for name in profile.protocols:
+            if name in PROTOCOLS and key in {f.name for f in fields(get_protocol(name).settings_type)}:
+                profile.settings.setdefault(name, {})[key] = value
     for flag, key in (("slurm_partition", "partition"), ("slurm_gpus", "gpus_per_node"), ("slurm_time", "timeout_min")):
         if getattr(args, flag) is not None:
             profile.slurm[key] = getattr(args, flag)
@@ -123,9 +131,10 @@ def cmd_list(what: str) -> int:
         for name in builtin_profiles():
             print(f"{name:8s} {load_profile(name).description}")
     else:
-        from bench.protocols import ORDER
+        from bench.protocols import list_protocols
 
-        print("\n".join(ORDER))
+        for name in list_protocols():
+            print(f"{name:14s} {get_protocol(name).description}")
     return 0
 
 
@@ -140,6 +149,8 @@ def prepare_run(args: argparse.Namespace) -> tuple[Profile, list[Job], torch.dev
         check_data_available(jobs, args.data_dir, args.download)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or DEFAULT_OUT / f"{profile.name}-{stamp}"
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is an existing file, not a folder; choose a folder for the run")
     store = ResultsStore(out)
     if store.path.exists() and not args.resume and not args.dry_run:
         raise UsageError(f"{out} already holds results; pass --resume to continue it or choose another --out")
@@ -157,22 +168,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         done = store.finished_job_ids() if args.resume else set()
         for job in jobs:
             mark = "done" if job.job_id in done else "todo"
-            print(f"{mark}  {job.job_id}  {job.label}")
+            deps = f"  (after {', '.join(job.depends_on)})" if job.depends_on else ""
+            print(f"{mark}  {job.job_id}  {job.label}{deps}")
         print(f"{len(jobs)} jobs ({sum(j.job_id in done for j in jobs)} already done); nothing written")
         return 0
 
+    from bench.lock import run_lock
+
+    with run_lock(out):
+        return _run_locked(args, profile, jobs, device, out)
+
+
+def _run_locked(args: argparse.Namespace, profile: Profile, jobs: list[Job], device: torch.device,
+                out: Path) -> int:
     from bench.runner import pending_jobs, run_local, write_environment
 
+    store = ResultsStore(out)
+    if store.path.exists() and not args.resume:  # checked again under the lock: another run may have begun
+        raise UsageError(f"{out} already holds results; pass --resume to continue it or choose another --out")
     dtype = getattr(torch, profile.dtype)
     threads = profile.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
-    out.mkdir(parents=True, exist_ok=True)
     store.repair()
     env = environment.capture(device, dtype, threads)
     env["started_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     env["profile"] = profile.name
     write_environment(out, env)
-    (out / "profile.json").write_text(json.dumps(asdict(profile), indent=2, sort_keys=True))
+    (out / PROFILE_FILE).write_text(json.dumps(asdict(profile), indent=2, sort_keys=True))
     ctx = RunContext(out_dir=out, device=device, dtype=dtype, data_dir=args.data_dir, download=args.download,
                      threads=threads, progress=sys.stderr.isatty())
     if args.resume:
@@ -186,29 +208,38 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         run_submitit(todo, store, ctx, profile.timeout_s, profile.slurm)
     else:
-        run_local(todo, store, ctx, profile.timeout_s)
-    return finish(out, render=not args.no_report)
+        run_local(todo, store, ctx, profile.timeout_s, labels={j.job_id: j.label for j in jobs})
+    code = finish(out, render=not args.no_report)
+    statuses = store.statuses()
+    unfinished = [j for j in jobs if statuses.get(j.job_id) != OK]
+    if unfinished:
+        print(f"{len(unfinished)} of {len(jobs)} job(s) did not finish ok (see results.csv and the report's "
+              "failure list)", file=sys.stderr)
+        return 1
+    return code
 
 
 def finish(out: Path, render: bool = True) -> int:
-    """Export CSVs, render the report, print the headline table."""
+    """Export results.csv and every table, render the report, print the headline; 1 if the report failed."""
+    from bench.tables import build_tables, write_tables
+
     store = ResultsStore(out)
-    csv = store.export_csv()
-    print(f"results: {csv}")
-    if render:
-        try:
-            from reports import headline_table, render_report
-        except ImportError:
-            print("report renderer not available", file=sys.stderr)
-        else:
-            path = render_report(out)
-            table = headline_table(store.frame())
-            if not table.empty:
-                print(table.to_string(index=False))
-            print(f"report: {path}")
-    failed = store.failed()
-    if failed:
-        print(f"{len(failed)} job(s) did not finish ok; see the report's failure list", file=sys.stderr)
+    print(f"results: {store.export_csv()}")
+    tables = build_tables(store)
+    write_tables(out, tables)
+    if not render:
+        return 0
+    try:
+        from reports import render_report, terminal_headline
+    except ImportError as exc:
+        print(f"equibench: error: the report renderer cannot be imported ({exc}); results and tables are "
+              f"written, re-render with `equibench report {out}` once it is fixed", file=sys.stderr)
+        return 1
+    path = render_report(out)
+    text = terminal_headline(out)
+    if text:
+        print(text)
+    print(f"report: {path}")
     return 0
 
 

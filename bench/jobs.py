@@ -1,4 +1,8 @@
-"""A job is one (protocol, model, dataset, seed, settings) cell of a sweep, with a stable content hash id."""
+"""A job is one (protocol, model, dataset, seed, settings) cell of a sweep, with a stable content hash id.
+
+`depends_on` lists the ids of jobs that must finish ok before this one may start (e.g. the accuracy job whose
+checkpoint an equivariance job measures). It is part of the id: a prerequisite run with other settings makes
+a different dependent job, so a resumed sweep never mixes an old checkpoint with new settings."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from bench.schema import CHECKPOINT_DIR
 
 
 @dataclass(frozen=True)
@@ -21,9 +27,21 @@ class Job:
     seed: int
     device: str = "cpu"
     settings: dict[str, Any] = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depends_on", tuple(self.depends_on))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["depends_on"] = list(self.depends_on)
+        if not d["depends_on"]:
+            del d["depends_on"]  # ids of jobs without prerequisites stay what they were
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Job:
+        return cls(**{**d, "depends_on": tuple(d.get("depends_on") or ())})
 
     @property
     def job_id(self) -> str:
@@ -51,9 +69,10 @@ class RunContext:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.out_dir / "checkpoints"
+        return self.out_dir / CHECKPOINT_DIR
 
-    def checkpoint_path(self, model: str, dataset: str, seed: int, condition: str = "upright") -> Path:
-        """Where the accuracy protocol keeps a trained model (the equivariance protocol reads it back)."""
+    def checkpoint_path(self, model: str, dataset: str, seed: int, condition: str, producer: str) -> Path:
+        """Where the accuracy job `producer` (a job id) keeps a trained model; the id in the name keys the file by
+        every setting that produced it, so the equivariance protocol reads back exactly the weights it depends on."""
         safe = model.replace(":", "_").replace("/", "_").replace(".", "_")
-        return self.checkpoint_dir / f"{safe}__{dataset}__{condition}__seed{seed}.pt"
+        return self.checkpoint_dir / f"{safe}__{dataset}__{condition}__seed{seed}__{producer}.pt"

@@ -1,5 +1,9 @@
-"""Turn a profile (plus CLI overrides) into the ordered list of jobs. Validates every name up front, so a bad
-sweep fails before anything is written."""
+"""Turn a profile (plus CLI overrides) into the ordered list of jobs, with their dependencies.
+
+Validates every name and setting up front, so a bad sweep fails before anything is written. Knows nothing about
+individual protocols: each protocol object plans its own jobs (`Protocol.plan`), in an order where every
+protocol sees the jobs of the protocols it comes after (`Protocol.after`), so it can depend on them.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ from typing import Any
 
 from bench.errors import UsageError
 from bench.jobs import Job
-from bench.models import MODELS, model_info
+from bench.models import MODELS
 from bench.profiles import Profile
-from bench.protocols import ORDER, PROTOCOLS, protocol_module
+from bench.protocols import PROTOCOLS, get_protocol, list_protocols, protocol_order
 from bench.registry import load_object, unknown_name_error
 
 
@@ -31,49 +35,37 @@ def _check_datasets(names: list[str]) -> None:
             raise unknown_name_error("dataset", name, valid)
 
 
-def validated_settings(protocol: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """Protocol defaults merged with the profile's table, checked by the protocol's own validator."""
-    module = protocol_module(protocol)
-    validate = getattr(module, "validate_settings", None)
-    return validate(settings) if validate else dict(settings)
-
-
 def plan_jobs(profile: Profile, device: str) -> list[Job]:
-    """Expand models x datasets x protocols x seeds, protocols in dependency order (accuracy first)."""
+    """Every protocol's jobs, protocols in dependency order; each job's prerequisites come before it."""
+    if not profile.protocols:
+        raise UsageError(f"no protocols selected; valid: {', '.join(list_protocols())}")
     for p in profile.protocols:
         if p not in PROTOCOLS:
-            raise unknown_name_error("protocol", p, PROTOCOLS)
-    if not profile.protocols:
-        raise UsageError(f"no protocols selected; valid: {', '.join(ORDER)}")
+            raise unknown_name_error("protocol", p, PROTOCOLS.names())
     _check_datasets(profile.datasets)
     jobs: list[Job] = []
-    for protocol in [p for p in ORDER if p in profile.protocols]:
-        models = profile.models_for(protocol)
+    for name in protocol_order(profile.protocols):
+        protocol = get_protocol(name)
+        models = profile.models_for(name)
         if not models:
-            raise UsageError(f"no models selected for protocol {protocol!r}")
+            raise UsageError(f"no models selected for protocol {name!r}")
         _check_models(models)
-        settings = validated_settings(protocol, profile.protocol_settings(protocol))
-        for model in models:
-            level = model_info(model).get("level", "network")
-            if protocol == "accuracy":
-                if level == "layer":
-                    continue  # a single layer has no logits to classify with
-                if not profile.datasets:
-                    raise UsageError("the accuracy protocol needs at least one dataset (e.g. rotdigits)")
-                datasets: list[str | None] = list(profile.datasets)
-            elif protocol == "equivariance" and level != "layer" and profile.datasets:
-                datasets = list(profile.datasets)  # the dataset fixes input geometry and trained weights
-            else:
-                datasets = [None]
-            # cost does not depend on the seed: one efficiency job per model
-            seeds = profile.seeds[:1] if protocol == "efficiency" else profile.seeds
-            for dataset in datasets:
-                for seed in seeds:
-                    jobs.append(Job(protocol=protocol, model=model, dataset=dataset, seed=seed,
-                                    device=device, settings=settings))
+        settings = protocol.settings(profile.protocol_settings(name))
+        jobs += protocol.plan(profile, device, settings, tuple(jobs))
     if not jobs:
         raise UsageError("the selection produced no jobs (accuracy runs network-level models only)")
+    check_dependencies(jobs)
     return jobs
+
+
+def check_dependencies(jobs: list[Job]) -> None:
+    """Every prerequisite is planned, and before its dependents (a bug in a protocol's `plan` otherwise)."""
+    seen: set[str] = set()
+    for job in jobs:
+        missing = [d for d in job.depends_on if d not in seen]
+        if missing:
+            raise RuntimeError(f"{job.label} depends on {missing}, which are not planned before it")
+        seen.add(job.job_id)
 
 
 def check_data_available(jobs: list[Job], data_dir: Any = None, download: bool = False) -> None:
@@ -82,11 +74,6 @@ def check_data_available(jobs: list[Job], data_dir: Any = None, download: bool =
 
     needed: set[tuple[str, str]] = set()
     for job in jobs:
-        if job.dataset is None:
-            continue
-        if job.protocol == "accuracy":
-            needed |= {(job.dataset, "train"), (job.dataset, "test")}
-        elif job.settings.get("inputs") == "dataset":
-            needed.add((job.dataset, "test"))
+        needed |= get_protocol(job.protocol).data_needed(job)
     for name, split in sorted(needed):
         create_dataset(name, split, data_dir=data_dir, download=download)

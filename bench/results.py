@@ -11,21 +11,28 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-RESULTS_FILE = "results.jsonl"
-CSV_FILE = "results.csv"
-
-# Columns every row has, in this order; protocols may add more (feature, rotation, weights, batch, ...).
-COLUMNS = [
-    "model", "protocol", "dataset", "metric", "value", "unit", "angle_deg", "reflect", "mode",
-    "seed", "device", "dtype", "status", "message", "job_id",
-]
-STATUSES = ("ok", "oom", "nan", "timeout", "error")
+from bench.schema import (
+    COLUMNS,
+    DATASET,
+    DEVICE,
+    JOB_ID,
+    MESSAGE,
+    MODEL,
+    OK,
+    PROTOCOL,
+    RESULTS_CSV,
+    RESULTS_FILE,
+    SEED,
+    STATUS,
+    STATUSES,
+)
 
 
 def _clean(value: Any) -> Any:
@@ -46,12 +53,18 @@ class ResultsStore:
 
     # -- writing -----------------------------------------------------------------------------------------
     def append(self, job_id: str, job: dict[str, Any], status: str, rows: list[dict[str, Any]],
-               message: str = "", elapsed_s: float | None = None) -> None:
-        """Atomically append one finished job's record (one line, flushed and fsynced)."""
+               message: str = "", elapsed_s: float | None = None, started: float | None = None,
+               finished: float | None = None) -> None:
+        """Atomically append one finished job's record (one line, flushed and fsynced).
+
+        `started` / `finished` are wall-clock epoch seconds of the job's run (what proves that a dependent job
+        started only after its prerequisite finished)."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        finished = time.time() if finished is None else finished
         record = {
             "job_id": job_id, "job": job, "status": status, "message": message, "elapsed_s": elapsed_s,
+            "started": started if started is not None else finished, "finished": finished,
             "rows": [{k: _clean(v) for k, v in r.items()} for r in rows],
         }
         line = json.dumps(record, sort_keys=True, allow_nan=False) + "\n"
@@ -91,30 +104,50 @@ class ResultsStore:
                 except json.JSONDecodeError:
                     continue
 
-    def finished_job_ids(self) -> set[str]:
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """The last record of every job id, in first-appearance order (a resumed job's new record wins)."""
+        out: dict[str, dict[str, Any]] = {}
+        for rec in self.records():
+            out.pop(rec["job_id"], None)
+            out[rec["job_id"]] = rec
+        return out
+
+    def statuses(self) -> dict[str, str]:
+        """job id -> status of its latest record."""
+        return {k: r["status"] for k, r in self.latest().items()}
+
+    def recorded_job_ids(self) -> set[str]:
+        """Ids with any record at all."""
         return {r["job_id"] for r in self.records()}
 
+    def finished_job_ids(self) -> set[str]:
+        """Ids whose latest record is ok (what `--resume` skips; failed and skipped jobs run again)."""
+        return {k for k, status in self.statuses().items() if status == OK}
+
     def failed(self) -> list[dict[str, Any]]:
-        """Records of jobs whose status is not ok (for the report's failure list)."""
-        return [r for r in self.records() if r["status"] != "ok"]
+        """Latest records of jobs whose status is not ok."""
+        return [r for r in self.latest().values() if r["status"] != OK]
 
     def frame(self) -> pd.DataFrame:
-        """All rows as a tidy long-format DataFrame (standard columns first)."""
+        """results.csv as a DataFrame: every row of every ok job, plus one row per job that did not finish ok
+        (its status and message, no value), so a reader of the CSV sees failures too."""
         return rows_to_frame(self._flat_rows())
 
     def _flat_rows(self) -> Iterable[dict[str, Any]]:
-        for rec in self.records():
-            for row in rec["rows"]:
-                yield {**row, "job_id": rec["job_id"]}
+        for rec in self.latest().values():
+            if rec["status"] == OK:
+                for row in rec["rows"]:
+                    yield {**row, JOB_ID: rec["job_id"]}
+            else:
+                job = rec.get("job") or {}
+                yield {MODEL: job.get("model"), PROTOCOL: job.get("protocol"), DATASET: job.get("dataset"),
+                       SEED: job.get("seed"), DEVICE: job.get("device"), STATUS: rec["status"],
+                       MESSAGE: rec.get("message") or "", JOB_ID: rec["job_id"]}
 
     def export_csv(self) -> Path:
-        """Write results.csv (tidy long format) and one summary CSV per protocol; returns results.csv."""
-        df = self.frame()
-        out = self.dir / CSV_FILE
-        df.to_csv(out, index=False)
-        for protocol, part in df.groupby("protocol", sort=True):
-            summary = summarize(part)
-            summary.to_csv(self.dir / f"summary_{protocol}.csv", index=False)
+        """Write results.csv (tidy long format, unfinished jobs included); returns its path."""
+        out = self.dir / RESULTS_CSV
+        write_csv(self.frame(), out)
         return out
 
 
@@ -127,16 +160,8 @@ def rows_to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return df[COLUMNS + extra]
 
 
-SUMMARY_KEYS = ["model", "protocol", "dataset", "metric", "unit", "mode", "reflect", "device"]
-
-
-def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, metric, ...) mean / std / min / max / count over angles and seeds (ok rows only)."""
-    ok = df[(df["status"] == "ok") & df["value"].notna()]
-    extra_keys = [k for k in ("feature", "weights", "rotation", "condition", "summary") if k in ok.columns]
-    keys = [k for k in SUMMARY_KEYS + extra_keys if k in ok.columns]
-    if ok.empty:
-        return pd.DataFrame(columns=keys + ["mean", "std", "min", "max", "count"])
-    filled = ok.assign(**{k: ok[k].fillna("") for k in keys})
-    agg = filled.groupby(keys, sort=True)["value"].agg(["mean", "std", "min", "max", "count"]).reset_index()
-    return agg
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Write a CSV atomically (a reader never sees half a file); floats keep full precision."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)

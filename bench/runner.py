@@ -1,4 +1,7 @@
-"""Run a list of jobs into a results store: never stops on a failing job, never loses a finished one."""
+"""Run a list of jobs into a results store: never stops on a failing job, never loses a finished one.
+
+Dependencies: a job runs only after every job in its `depends_on` finished ok; otherwise it is recorded with
+status ``skipped`` and a message naming the prerequisite and how it ended (rows never vanish silently)."""
 
 from __future__ import annotations
 
@@ -21,8 +24,7 @@ from bench.errors import MissingDependencyError
 from bench.jobs import Job, RunContext
 from bench.protocols import get_protocol
 from bench.results import ResultsStore
-
-ENV_FILE = "environment.json"
+from bench.schema import ENV_FILE, OK, SKIPPED, check_rows
 
 
 class JobTimeout(Exception):
@@ -75,8 +77,10 @@ def _finalize_rows(job: Job, ctx: RunContext, rows: list[dict[str, Any]]) -> lis
 def execute_job(job: Job, ctx: RunContext, timeout_s: float | None = None) -> tuple[str, list[dict], str]:
     """Run one job; returns (status, rows, message). Exceptions become a status, never propagate."""
     try:
+        protocol = get_protocol(job.protocol)
         with time_limit(timeout_s):
-            rows = get_protocol(job.protocol)(job, ctx)
+            rows = protocol.run(job, ctx)
+        check_rows(protocol.row_type, rows, f"{job.protocol}: ")
     except (KeyboardInterrupt, SystemExit):
         raise
     except MissingDependencyError as exc:
@@ -105,6 +109,8 @@ def write_environment(out_dir: Path, env: dict[str, Any]) -> None:
 
 
 def pending_jobs(jobs: Iterable[Job], store: ResultsStore, resume: bool) -> list[Job]:
+    """Jobs still to run: all of them, or with `resume` those whose latest record is not ok (failed, timed-out
+    and skipped jobs run again; finished ones never do)."""
     done = store.finished_job_ids() if resume else set()
     seen: set[str] = set()
     out = []
@@ -116,14 +122,42 @@ def pending_jobs(jobs: Iterable[Job], store: ResultsStore, resume: bool) -> list
     return out
 
 
-def run_local(jobs: list[Job], store: ResultsStore, ctx: RunContext, timeout_s: float | None) -> None:
-    """Run jobs one after another in this process (so latency jobs never share a device)."""
+def blocked_by(job: Job, statuses: dict[str, str], labels: dict[str, str]) -> str | None:
+    """Why `job` may not run (a prerequisite that ended other than ok), or None when all are ok.
+
+    Raises KeyError when a prerequisite has no record yet (the caller must wait for it or never planned it)."""
+    for dep in job.depends_on:
+        status = statuses[dep]
+        if status != OK:
+            return f"skipped: prerequisite {labels.get(dep, dep)} (job {dep}) ended {status}"
+    return None
+
+
+def record_skipped(job: Job, store: ResultsStore, reason: str) -> None:
+    store.append(job.job_id, job.to_dict(), SKIPPED, [], reason, elapsed_s=0.0)
+    tqdm.write(f"[{SKIPPED}] {job.label}: {reason}", file=sys.stderr)
+
+
+def run_local(jobs: list[Job], store: ResultsStore, ctx: RunContext, timeout_s: float | None,
+              labels: dict[str, str] | None = None) -> None:
+    """Run jobs one after another in this process (so latency jobs never share a device), in plan order, which
+    puts every prerequisite before its dependents."""
+    labels = {**{j.job_id: j.label for j in jobs}, **(labels or {})}
     bar = tqdm(jobs, desc="sweep", unit="job", disable=not ctx.progress, file=sys.stderr)
     for job in bar:
         bar.set_postfix_str(job.label)
-        started = time.perf_counter()
+        statuses = store.statuses()
+        try:
+            reason = blocked_by(job, statuses, labels)
+        except KeyError as exc:
+            reason = f"skipped: prerequisite job {exc.args[0]} was neither run nor found in {store.path}"
+        if reason is not None:
+            record_skipped(job, store, reason)
+            continue
+        started = time.time()
         status, rows, message = execute_job(job, ctx, timeout_s)
-        store.append(job.job_id, job.to_dict(), status, rows, message,
-                     elapsed_s=round(time.perf_counter() - started, 3))
-        if status != "ok":
+        finished = time.time()
+        store.append(job.job_id, job.to_dict(), status, rows, message, elapsed_s=round(finished - started, 3),
+                     started=started, finished=finished)
+        if status != OK:
             tqdm.write(f"[{status}] {job.label}: {message}", file=sys.stderr)

@@ -1,7 +1,7 @@
-"""The report renderer: reads a run directory (results store, environment.json, profile) and writes report.html.
+"""The report: formats the tables a run wrote (``<run>/tables/*.csv``) as one HTML file and as terminal text.
 
-`headline_table` is pure pandas (the CLI prints it); `render_report` imports matplotlib and jinja2 lazily.
-Protocols never import this package.
+It never aggregates (the protocols' `summarize` and `bench.tables` do) and protocols never import it.
+`render_report` imports matplotlib and jinja2 lazily.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from reports.tables import headline_numbers, headline_table
+from reports.terminal import terminal_headline
 
-__all__ = ["headline_numbers", "headline_table", "render_report"]
+__all__ = ["render_report", "terminal_headline"]
 
 
 def render_report(run_dir: str | os.PathLike[str], output: str | os.PathLike[str] | None = None) -> Path:

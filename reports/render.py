@@ -1,44 +1,54 @@
-"""Render ``report.html``: one self-contained, deterministic HTML file from a run directory.
+"""Render ``report.html``: one self-contained, deterministic HTML file from a run directory's tables.
 
-Reads only the run directory (results.jsonl through `ResultsStore`, environment.json, profile.toml/json);
-never imported by protocols. The same results give the same bytes: no clock is read, iteration is sorted and
-figures are PNGs without timestamps.
+The report formats; it never aggregates. It reads the tables that `bench.tables` wrote to ``<run>/tables/``
+(the protocols' `summarize` output, the headline, the failures), environment.json and the profile, and turns
+each table into an HTML table or a figure. Every numeric cell carries the table and column it came from
+(``data-table`` / ``data-col``), so a test can check that the HTML shows exactly the CSV's numbers. The same
+tables give the same bytes: no clock is read, iteration is sorted, figures are PNGs without timestamps.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pandas as pd
-import tomllib
 
-from bench.results import ResultsStore
+from bench.schema import ENV_FILE, PROFILE_FILE, REPORT_FILE
+from bench.tables import read_tables, table_specs
 from reports import format as fmt
-from reports import tables
 from reports.plots import accuracy as acc_plots
 from reports.plots import efficiency as eff_plots
 from reports.plots import equivariance as eq_plots
-from reports.plots.common import Colors, Plot
+from reports.plots.common import Plot, Styles
 
-REPORT_FILE = "report.html"
-ENV_FILE = "environment.json"
 ENV_FIRST = ("profile", "started_at", "equibench_revision", "device", "device_name", "cuda", "dtype", "threads",
              "cpu_count", "python", "platform", "command")
+LEVEL_TITLE = {"network": "Networks", "layer": "Layers"}
+
+
+@dataclass
+class Cell:
+    text: str
+    sub: str = ""          # a second line (e.g. the ratio to the plain baseline)
+    col: str = ""          # the CSV column the number came from (data-col)
+    numeric: bool = False
 
 
 @dataclass
 class Table:
-    """What the template's table macro needs: headers, rows of cell strings, which columns are numeric."""
+    """What the template's table macro needs."""
 
     columns: list[str]
-    rows: list[list[str]]
+    rows: list[list[Cell]]
     numeric: list[bool]
-    key: list[bool] = field(default_factory=list)  # columns shown emphasised (the model name)
+    source: str = ""                                           # CSV table name (data-table)
+    row_keys: list[str] = field(default_factory=list)          # data-key of each row (the model)
     groups: list[tuple[str, int]] = field(default_factory=list)  # optional header row above: (label, span)
     caption: str = ""
     title: str = ""
@@ -50,47 +60,226 @@ class Section:
     id: str
     title: str
     intro: str = ""
-    blocks: list[dict[str, Any]] = field(default_factory=list)  # {"kind": "table"|"plot"|"heading"|..., ...}
+    blocks: list[dict[str, Any]] = field(default_factory=list)  # {"kind": "table"|"plot"|"heading", ...}
 
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["sig"] = fmt.sig
-    return env
+# -- columns: (csv column, header, formatter, group) ------------------------------------------------------------
+Format = Callable[[Mapping[str, Any], str], Cell]
 
 
-def table_from_frame(df: pd.DataFrame, formatters: dict[str, Any] | None = None, default=fmt.sig,
-                     text_columns: tuple[str, ...] = ("model", "feature", "metric", "dataset", "rotation",
-                                                      "reflect", "condition", "weights", "layer"),
-                     **kw: Any) -> Table:
-    """Display table from a frame: text columns as is, numbers through `formatters` / `default`."""
-    formatters = formatters or {}
-    cols = list(df.columns)
-    numeric = [c not in text_columns for c in cols]
-    rows = []
-    for rec in df.to_dict("records"):
-        row = []
-        for c, is_num in zip(cols, numeric):
-            v = rec[c]
-            if c in formatters:
-                row.append(formatters[c](v))
-            elif not is_num or isinstance(v, str):
-                row.append(fmt.plain(v) if v != "" else fmt.DASH)
+def number(row: Mapping[str, Any], col: str) -> Cell:
+    return Cell(fmt.sig(row.get(col)), col=col, numeric=True)
+
+
+def count(row: Mapping[str, Any], col: str) -> Cell:
+    return Cell(fmt.count(row.get(col)), col=col, numeric=True)
+
+
+def text(row: Mapping[str, Any], col: str) -> Cell:
+    return Cell(fmt.plain(row.get(col)), col=col)
+
+
+def angle(row: Mapping[str, Any], col: str) -> Cell:
+    return Cell(fmt.angle(row.get(col)), col=col, numeric=True)
+
+
+def mean_std(std_col: str) -> Format:
+    def f(row: Mapping[str, Any], col: str) -> Cell:
+        return Cell(fmt.mean_std(row.get(col), row.get(std_col), row.get("n_seeds", 2)), col=col, numeric=True)
+    return f
+
+
+def with_ratio(ratio_col: str, base: Format = number) -> Format:
+    def f(row: Mapping[str, Any], col: str) -> Cell:
+        cell = base(row, col)
+        r = row.get(ratio_col)
+        cell.sub = "" if fmt.is_missing(r) else fmt.ratio(r)
+        return cell
+    return f
+
+
+def build_table(df: pd.DataFrame, columns: Sequence[tuple[str, str, Format, str]], source: str, *,
+                title: str = "", caption: str = "", id: str = "") -> Table | None:
+    """An HTML table of `df`'s rows, one column per spec whose CSV column has a value somewhere."""
+    if df is None or df.empty:
+        return None
+    shown = [c for c in columns if c[0] in df.columns and df[c[0]].notna().any()]
+    records = df.to_dict("records")
+    rows = [[f(rec, col) for col, _, f, _ in shown] for rec in records]
+    groups: list[tuple[str, int]] = []
+    if any(g for *_, g in shown):
+        for *_, g in shown:
+            if groups and groups[-1][0] == g:
+                groups[-1] = (g, groups[-1][1] + 1)
             else:
-                row.append(default(v))
-        rows.append(row)
-    return Table(columns=[str(c) for c in cols], rows=rows, numeric=numeric, key=[c == "model" for c in cols],
-                 **kw)
+                groups.append((g, 1))
+    return Table(columns=[h for _, h, _, _ in shown], rows=rows, numeric=[r.numeric for r in rows[0]],
+                 source=source, row_keys=[str(rec.get("model", "")) for rec in records], groups=groups,
+                 caption=caption, title=title, id=id)
 
 
-# -- run directory ---------------------------------------------------------------------------------------------
+HEADLINE_COLUMNS = [
+    ("model", "model", text, ""),
+    ("params", "params", count, ""),
+    ("acc_upright_pct", "upright", mean_std("acc_upright_std"), "accuracy (%)"),
+    ("acc_mean_pct", "rot. mean", mean_std("acc_mean_std"), "accuracy (%)"),
+    ("acc_worst_pct", "rot. worst", mean_std("acc_worst_std"), "accuracy (%)"),
+    ("eq_mean", "mean", number, "equivariance error"),
+    ("eq_worst", "max", number, "equivariance error"),
+    ("eq_45", "@45°", number, "equivariance error"),
+    ("lee", "LEE", number, "equivariance error"),
+    ("latency_ms", "eval latency (ms)", with_ratio("latency_ratio"), "cost (× plain baseline)"),
+    ("peak_memory_mb", "peak memory (MB)", with_ratio("memory_ratio"), "cost (× plain baseline)"),
+    ("params_ratio", "params ×", number, "cost (× plain baseline)"),
+]
+CASE_COLUMNS = [("model", "model", text, ""), ("weights", "weights", text, ""), ("dataset", "dataset", text, ""),
+                ("inputs", "inputs", text, ""), ("rotation", "rotation", text, "")]
+
+
+# -- sections ----------------------------------------------------------------------------------------------------
+def _plot(p: Plot | None) -> list[dict[str, Any]]:
+    return [{"kind": "plot", "plot": p}] if p is not None else []
+
+
+def _table(t: Table | None) -> list[dict[str, Any]]:
+    return [{"kind": "table", "table": t}] if t is not None and t.rows else []
+
+
+def _varying(df: pd.DataFrame, columns: Sequence[tuple[str, str, Format, str]]) -> list:
+    """Drop case columns that take one value only (they go to the caption instead)."""
+    return [c for c in columns if c[0] not in ("weights", "dataset", "inputs", "rotation")
+            or (c[0] in df.columns and df[c[0]].nunique(dropna=False) > 1)]
+
+
+def headline_section(t: Mapping[str, pd.DataFrame]) -> Section | None:
+    head = t.get("headline")
+    if head is None or head.empty:
+        return None
+    sec = Section("headline", "Headline comparison")
+    for level in ("network", "layer"):
+        rows = head[head["level"] == level]
+        table = build_table(rows, HEADLINE_COLUMNS, "headline", title=LEVEL_TITLE[level], id=f"headline-{level}")
+        if table is None:
+            continue
+        bits = []
+        if rows["acc_dataset"].notna().any():
+            bits.append(f"Accuracy on {', '.join(sorted(rows['acc_dataset'].dropna().unique()))}, trained "
+                        "upright, mean ± std across seeds.")
+        if rows["eq_feature"].notna().any():
+            feats = ", ".join(sorted(rows["eq_feature"].dropna().unique()))
+            weights = ", ".join(sorted(rows["eq_weights"].dropna().unique()))
+            bits.append(f"Equivariance error of the output ({feats}; {weights} weights): mean and max over the "
+                        "measured angles that are not multiples of 90°, the value at 45°, and the Lie derivative.")
+        if rows["latency_ms"].notna().any():
+            bits.append(f"Cost at the efficiency base point; below each value its ratio to "
+                        f"{rows['reference'].iloc[0]} measured in this run.")
+        table.caption = " ".join(bits)
+        sec.blocks += _table(table)
+    return sec if sec.blocks else None
+
+
+def equivariance_section(t: Mapping[str, pd.DataFrame], styles: Styles) -> Section | None:
+    by_angle = t.get("equivariance_by_angle")
+    if by_angle is None or by_angle.empty:
+        return None
+    sec = Section("equivariance", "Equivariance",
+                  intro="Relative equivariance error ‖f(g·x) − ρ(g)·g·f(x)‖ / ‖g·f(x)‖ per exposed feature "
+                        "(invariance error ‖f(g·x) − f(x)‖ / ‖f(x)‖ of vectors), inside the rotation-safe disk.")
+    levels = {m: lv for m, lv in zip(t["headline"]["model"], t["headline"]["level"])} if "headline" in t else {}
+    floor = t.get("equivariance_floor")
+    for level in ("network", "layer"):
+        models = sorted(m for m in by_angle["model"].unique() if levels.get(m, "network") == level)
+        if not models:
+            continue
+        for weights in ("trained", "init"):
+            sec.blocks += _plot(eq_plots.error_vs_angle(by_angle, floor, styles, level, weights, models))
+        summary = t.get("equivariance_summary")
+        if summary is not None:
+            rows = summary[summary["model"].isin(models)]
+            cols = [*CASE_COLUMNS, ("metric", "metric", text, ""), ("feature", "feature", text, ""),
+                    ("reflect", "flip", text, ""), ("mean_non_grid", "mean (non-grid)", number, ""),
+                    ("worst_non_grid", "worst (non-grid)", number, ""), ("at_10deg", "10°", number, ""),
+                    ("at_22_5deg", "22.5°", number, ""), ("at_45deg", "45°", number, ""),
+                    ("at_90deg", "90°", number, "")]
+            sec.blocks += _table(build_table(
+                rows, _varying(rows, cols), "equivariance_summary", id=f"eq-summary-{level}",
+                title=f"{LEVEL_TITLE[level]}: equivariance error summary",
+                caption="Mean and worst over the measured angles that are not multiples of 90° (worst: max error, "
+                        "min agreement), and the value at selected angles; flip h = the horizontal flip composed "
+                        "with the rotation."))
+    lee = t.get("lie_derivative")
+    if lee is not None and not lee.empty:
+        cols = [*CASE_COLUMNS, ("feature", "feature", text, ""), ("unit", "unit", text, ""),
+                ("mean", "LEE", mean_std("std"), "")]
+        sec.blocks += _table(build_table(lee, _varying(lee, cols), "lie_derivative", id="lee",
+                                         title="Lie derivative (LEE)",
+                                         caption="Derivative of the equivariance error at the identity; mean ± std "
+                                                 "across seeds."))
+    sec.blocks += _plot(eq_plots.stage_attribution(t.get("equivariance_stages"), styles))
+    return sec
+
+
+def accuracy_section(t: Mapping[str, pd.DataFrame], styles: Styles) -> Section | None:
+    summary = t.get("accuracy_summary")
+    if summary is None or summary.empty:
+        return None
+    sec = Section("accuracy", "Accuracy under rotation")
+    sec.blocks += _plot(acc_plots.accuracy_vs_angle(t.get("accuracy_by_angle"), styles))
+    cols = [("dataset", "dataset", text, ""), ("condition", "trained", text, ""), ("model", "model", text, ""),
+            *[(f"{s}_pct", s.replace("_", " "), mean_std(f"{s}_std"), "accuracy (%)")
+              for s in ("upright", "mean", "worst", "flip_h", "flip_v")]]
+    sec.blocks += _table(build_table(summary, cols, "accuracy_summary", id="accuracy-summary",
+                                     title="Accuracy summary",
+                                     caption="upright: the test set as is; mean / worst: over rotation angles; flip "
+                                             "h / v: mirrored test set. Mean ± std across seeds."))
+    return sec
+
+
+def efficiency_section(t: Mapping[str, pd.DataFrame], styles: Styles) -> Section | None:
+    base = t.get("efficiency_base")
+    points = t.get("efficiency_points")
+    if base is None or base.empty:
+        return None
+    sec = Section("efficiency", "Efficiency")
+    cols = [("model", "model", text, ""), ("batch", "batch", text, "base point"),
+            ("resolution", "resolution", text, "base point"), ("kernel_size", "kernel", text, "base point"),
+            ("channels", "channels", text, "base point"), ("params", "params", with_ratio("params_ratio", count), ""),
+            ("flops_eval", "FLOPs eval", with_ratio("flops_eval_ratio", count), ""),
+            ("flops_train", "FLOPs train", with_ratio("flops_train_ratio", count), ""),
+            ("latency_eval_ms", "eval", with_ratio("latency_eval_ms_ratio"), "latency (ms)"),
+            ("latency_eval_iqr_ms", "eval IQR", number, "latency (ms)"),
+            ("latency_train_ms", "train", with_ratio("latency_train_ms_ratio"), "latency (ms)"),
+            ("latency_eval_exported_ms", "exported", with_ratio("latency_eval_exported_ms_ratio"), "latency (ms)"),
+            ("peak_memory_eval_mb", "eval", with_ratio("peak_memory_eval_mb_ratio"), "peak memory (MB)"),
+            ("peak_memory_train_mb", "train", with_ratio("peak_memory_train_mb_ratio"), "peak memory (MB)"),
+            ("build_s", "build (s)", with_ratio("build_s_ratio"), "")]
+    for level in ("network", "layer"):
+        rows = base[base["level"] == level]
+        sec.blocks += _table(build_table(
+            rows, cols, "efficiency_base", id=f"efficiency-{level}", title=f"{LEVEL_TITLE[level]}: cost",
+            caption=f"At the base point; below each value its ratio to {rows['reference'].iloc[0] if len(rows) else ''}"
+                    " at the same point in this run. FLOPs count 2 per multiply-add; latency is the median per call; "
+                    "peak memory is the peak minus the baseline before the step. An empty kernel / channels cell "
+                    "means the model's default."))
+    if points is not None and not points.empty:
+        sec.blocks += _plot(eff_plots.latency_vs_kernel(points, styles))
+        sec.blocks += _plot(eff_plots.memory_vs_batch(points, styles))
+    sec.blocks += _plot(eff_plots.accuracy_vs_latency(t.get("headline"), styles))
+    return sec
+
+
+def failures_section(t: Mapping[str, pd.DataFrame]) -> Section | None:
+    failures = t.get("failures")
+    if failures is None or failures.empty:
+        return None
+    cols = [("job", "job", text, ""), ("what", "measurement", text, ""), ("status", "status", text, ""),
+            ("message", "message", text, ""), ("job_id", "job id", text, "")]
+    table = build_table(failures, cols, "failures", id="failed-table")
+    return Section("failed", "Failed jobs", intro=f"{len(failures)} job(s) or measurement(s) did not finish ok; "
+                   "only ok results enter the tables and figures above.", blocks=_table(table))
+
+
+# -- run directory -----------------------------------------------------------------------------------------------
 def read_environment(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / ENV_FILE
     if not path.exists():
@@ -101,22 +290,6 @@ def read_environment(run_dir: Path) -> dict[str, Any] | None:
         return {"error": f"could not parse {ENV_FILE}"}
 
 
-def read_profile(run_dir: Path) -> tuple[str | None, str | None, str | None]:
-    """(profile name, file name, file text) from profile.toml (or the runner's profile.json)."""
-    for name in ("profile.toml", "profile.json"):
-        path = run_dir / name
-        if not path.exists():
-            continue
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = tomllib.loads(text) if name.endswith(".toml") else json.loads(text)
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError):
-            data = {}
-        prof = data.get("name") or (data.get("profile") or {}).get("name") if isinstance(data, dict) else None
-        return (str(prof) if prof else None), name, text
-    return None, None, None
-
-
 def environment_tables(env: dict[str, Any] | None) -> list[Table]:
     if not env:
         return []
@@ -124,18 +297,16 @@ def environment_tables(env: dict[str, Any] | None) -> list[Table]:
     packages = env.pop("packages", None)
     resumes = env.pop("resumes", None)
     keys = [k for k in ENV_FIRST if k in env] + sorted(k for k in env if k not in ENV_FIRST)
-    rows = [[k.replace("_", " "), _env_value(env[k])] for k in keys]
+    rows = [[Cell(k.replace("_", " ")), Cell(_env_value(env[k]))] for k in keys]
     out = [Table(columns=["setting", "value"], rows=rows, numeric=[False, False], title="Run", id="env-run")]
     if isinstance(packages, dict) and packages:
-        prow = [[str(k), "not installed" if v is None else str(v)] for k, v in sorted(packages.items())]
+        prow = [[Cell(str(k)), Cell("not installed" if v is None else str(v))] for k, v in sorted(packages.items())]
         out.append(Table(columns=["package", "version"], rows=prow, numeric=[False, False], title="Packages",
                          id="env-packages"))
     if isinstance(resumes, list) and resumes:
-        rrows = []
-        for i, r in enumerate(resumes, 1):
-            r = r if isinstance(r, dict) else {"value": r}
-            rrows.append([str(i), _env_value(r.get("started_at")), _env_value(r.get("equibench_revision")),
-                          _env_value(r.get("device")), _env_value(r.get("command"))])
+        rrows = [[Cell(str(i)), *(Cell(_env_value((r if isinstance(r, dict) else {}).get(k)))
+                                  for k in ("started_at", "equibench_revision", "device", "command"))]
+                 for i, r in enumerate(resumes, 1)]
         out.append(Table(columns=["resume", "started at", "revision", "device", "command"], rows=rrows,
                          numeric=[True, False, False, False, False], title="Resumed", id="env-resumes"))
     return out
@@ -149,180 +320,54 @@ def _env_value(v: Any) -> str:
     return str(v)
 
 
-# -- sections --------------------------------------------------------------------------------------------------
-def _plot(p: Plot | None) -> list[dict[str, Any]]:
-    return [{"kind": "plot", "plot": p}] if p is not None else []
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
+                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True, keep_trailing_newline=True)
 
 
-def _table(t: Table | None) -> list[dict[str, Any]]:
-    return [{"kind": "table", "table": t}] if t is not None and t.rows else []
+def styles_for(t: Mapping[str, pd.DataFrame]) -> Styles:
+    """One style per model of the run, from the headline's family and level columns."""
+    head = t.get("headline")
+    if head is None or head.empty:
+        return Styles([])
+    return Styles(zip(head["model"], head["family"], head["level"]))
 
 
-def headline_section(d: pd.DataFrame) -> Section | None:
-    numbers, notes = tables._headline(d)
-    if numbers.empty or len(numbers.columns) <= 1:
-        return None
-    shown = tables.format_headline(numbers, notes.get("acc_unit"))
-    keys = ["model"] + [k for k in tables.HEADLINE_LABELS if k in numbers.columns]
-    spec = [("", "model")] + [tables.HEADLINE_GROUPS[k] for k in keys[1:]]
-    unit = notes.get("acc_unit")
-    spec = [(f"{g} ({unit})" if g == "accuracy" and unit else g, sub) for g, sub in spec]
-    t = table_from_frame(shown, default=str, id="headline")
-    t.columns = [sub for _, sub in spec]
-    for g, _ in spec:
-        if t.groups and t.groups[-1][0] == g:
-            t.groups[-1] = (g, t.groups[-1][1] + 1)
-        else:
-            t.groups.append((g, 1))
-    bits = []
-    if notes.get("dataset"):
-        cond = f", trained {notes['condition']}" if notes.get("condition") else ""
-        bits.append(f"Accuracy on {notes['dataset']}{cond}, mean ± std across seeds.")
-    if any(c.startswith("eq_") for c in numbers.columns):
-        w = f"{notes['weights']} weights" if notes.get("weights") else "the model"
-        r = f", {notes['rotation']} rotation" if notes.get("rotation") else ""
-        bits.append(f"Equivariance error of the output of {w}{r} (networks: invariance error of the logits; "
-                    "layers: the output map, group-pooled for regular fields), mean and max over angles that are "
-                    "not multiples of 90°.")
-    if "lee" in numbers.columns:
-        bits.append("LEE: mean Lie derivative of the same output (local equivariance error).")
-    if notes.get("config"):
-        cfg = ", ".join(f"{k.replace('_', ' ')} {fmt.plain(v)}" for k, v in sorted(notes["config"].items()))
-        if notes.get("base_point"):
-            bits.append(f"Cost at the efficiency protocol's base point (most often {cfg}), eval mode.")
-        else:
-            bits.append(f"Cost at the run's most common configuration ({cfg}); a model never measured at one of "
-                        "these values is shown at its own most common one.")
-    if any(c.endswith("_ratio") for c in numbers.columns):
-        bits.append("× plain baseline: ratio to the plain baseline measured in this run (cnn for networks, "
-                    "layer_conv2d for layers).")
-    t.caption = " ".join(bits)
-    return Section("headline", "Headline comparison", blocks=_table(t))
-
-
-def equivariance_section(d: pd.DataFrame, colors: Colors) -> Section | None:
-    blocks_in = tables.equivariance_blocks(d)
-    if not blocks_in:
-        return None
-    sec = Section("equivariance", "Equivariance",
-                  intro="Relative equivariance error ‖f(g·x) − g·f(x)‖ / ‖f(x)‖ per feature, measured on "
-                        "rotated (and optionally flipped) inputs.")
-    several = len(blocks_in) > 1
-    for weights, eq in blocks_in:
-        if several:
-            label = {"init": "At initialisation", "trained": "Trained weights"}.get(weights or "",
-                                                                                  f"{weights} weights")
-            sec.blocks.append({"kind": "heading", "text": label, "id": f"eq-{weights or 'unset'}"})
-        sec.blocks += _plot(eq_plots.error_vs_angle(eq, colors, weights))
-        angle_t = tables.equivariance_angle_table(eq)
-        if not angle_t.empty:
-            sec.blocks += _table(table_from_frame(
-                angle_t, title="Equivariance error at selected angles",
-                caption="Mean over seeds; mean and max over the measured angles that are not multiples of 90°."))
-        inv = tables.metric_summary_table(eq)
-        if not inv.empty:
-            sec.blocks += _table(table_from_frame(
-                inv, title="Invariance error and prediction agreement",
-                caption="Mean and worst (max error / min agreement) over non-grid angles."))
-        lee = tables.lie_derivative_table(eq)
-        if not lee.empty:
-            lee_show = lee.assign(LEE=[fmt.mean_std(m, s, n) for m, s, n in zip(lee["mean"], lee["std"],
-                                                                                lee["n"])])
-            lee_show = lee_show.drop(columns=["mean", "std"]).rename(columns={"n": "seeds"})
-            lee_show = lee_show[[c for c in lee_show.columns if c != "seeds"] + ["seeds"]]
-            if (lee_show["seeds"] <= 1).all():
-                lee_show = lee_show.drop(columns="seeds")
-            sec.blocks += _table(table_from_frame(
-                lee_show, formatters={"LEE": str, "seeds": fmt.plain}, title="Lie derivative (LEE)",
-                caption="Norm of the derivative of the equivariance error at the identity; mean ± std across "
-                        "seeds."))
-        sec.blocks += _plot(eq_plots.layer_attribution(eq, colors, weights))
-    return sec if sec.blocks else None
-
-
-def accuracy_section(d: pd.DataFrame, colors: Colors) -> Section | None:
-    acc = tables.accuracy_rows(d)
-    if acc.empty:
-        return None
-    sec = Section("accuracy", "Accuracy under rotation")
-    sec.blocks += _plot(acc_plots.accuracy_vs_angle(acc, colors))
-    summary = tables.accuracy_summary_table(acc)
-    if not summary.empty:
-        sec.blocks += _table(table_from_frame(
-            summary, default=str, formatters={"seeds": fmt.plain}, title="Accuracy summary",
-            caption="upright: test set as is; mean / worst: over rotation angles; flip h / v: mirrored test set. "
-                    "Mean ± std across seeds."))
-    return sec if sec.blocks else None
-
-
-def efficiency_section(d: pd.DataFrame, colors: Colors) -> Section | None:
-    eff = d[d["protocol"] == "efficiency"]
-    if eff.empty:
-        return None
-    sec = Section("efficiency", "Efficiency")
-    keys, labels, rows = tables.efficiency_wide(ratio_table(d))
-    if rows:
-        sec.blocks.append({"kind": "ratio_table", "keys": [k.replace("_", " ") for k in keys], "labels": labels,
-                           "rows": rows, "title": "Cost and ratio to the plain baseline",
-                           "caption": "Mean over seeds; latency is the median per pass. Below each value: the "
-                                      "ratio to cnn (networks) or layer_conv2d (layers) at the same "
-                                      "configuration in this run. — in a setting column: not set (the "
-                                      "model's default)."})
-    sec.blocks += _plot(eff_plots.latency_vs_kernel(eff, colors))
-    sec.blocks += _plot(eff_plots.memory_vs_batch(eff, colors))
-    sec.blocks += _plot(eff_plots.pareto(d, colors))
-    return sec if sec.blocks else None
-
-
-def ratio_table(d: pd.DataFrame) -> pd.DataFrame:
-    """The efficiency ratio table (computed here; see docs/report.md)."""
-    return tables.efficiency_ratio_table(d)
-
-
-# -- entry point -----------------------------------------------------------------------------------------------
 def build_context(run_dir: Path) -> dict[str, Any]:
-    store = ResultsStore(run_dir)
-    records = list(store.records())
-    frame = store.frame()
-    d = tables.prepare(frame)
+    t = read_tables(run_dir)
     env = read_environment(run_dir)
-    profile_name, profile_file, profile_text = read_profile(run_dir)
-    if env and env.get("profile"):
-        profile_name = str(env["profile"])
-    colors = Colors(tables.distinct(d["model"]))
-    sections = [s for s in (headline_section(d), equivariance_section(d, colors), accuracy_section(d, colors),
-                            efficiency_section(d, colors)) if s is not None]
-    failed = tables.failed_jobs(records)
-    status_counts = {}
-    for r in records:
-        status_counts[str(r.get("status"))] = status_counts.get(str(r.get("status")), 0) + 1
+    profile_path = run_dir / PROFILE_FILE
+    profile_text = profile_path.read_text(encoding="utf-8") if profile_path.exists() else None
+    profile_name = str(env.get("profile")) if env and env.get("profile") else None
+    styles = styles_for(t)
+    sections = [s for s in (headline_section(t), equivariance_section(t, styles), accuracy_section(t, styles),
+                            efficiency_section(t, styles), failures_section(t)) if s is not None]
+    status = t.get("run_status")
+    counts = [] if status is None else [(str(r["status"]), int(r["jobs"])) for r in status.to_dict("records")]
+    specs = table_specs()
     return {
         "title": f"equibench report — {profile_name}" if profile_name else "equibench report",
         "run_name": run_dir.resolve().name,
         "profile_name": profile_name,
-        "profile_file": profile_file,
         "profile_text": profile_text,
         "env_tables": environment_tables(env),
-        "has_env": env is not None,
         "sections": sections,
-        "failed": failed,
-        "failed_rows": tables.failed_rows(records),
-        "n_jobs": len(records),
-        "n_rows": int(len(frame)),
-        "status_counts": sorted(status_counts.items()),
-        "models": tables.distinct(d["model"]),
-        "protocols": tables.distinct(d["protocol"]),
-        "empty": d.empty,
+        "n_jobs": sum(n for _, n in counts),
+        "status_counts": counts,
+        "tables": sorted(name for name in t if name in specs),
+        "models": 0 if t.get("headline") is None else len(t["headline"]),
+        "protocols": sorted(t["jobs"]["protocol"].dropna().unique()) if "jobs" in t else [],
+        "empty": not any(s.id in ("headline", "equivariance", "accuracy", "efficiency") for s in sections),
     }
 
 
 def render_html(run_dir: str | os.PathLike[str]) -> str:
-    ctx = build_context(Path(run_dir))
-    return _environment().get_template("report.html.j2").render(**ctx)
+    return _environment().get_template("report.html.j2").render(**build_context(Path(run_dir)))
 
 
 def render_report(run_dir: str | os.PathLike[str], output: str | os.PathLike[str] | None = None) -> Path:
-    """Write ``run_dir/report.html`` (or `output`) and return its path."""
+    """Write ``run_dir/report.html`` (or `output`) from the run's tables and return its path."""
     run_dir = Path(run_dir)
     out = Path(output) if output is not None else run_dir / REPORT_FILE
     html = render_html(run_dir)

@@ -1,81 +1,56 @@
-"""Costs relative to the plain reference measured in the same run (pure pandas; no plotting imports).
+"""Costs relative to the plain reference measured in the same run: the suite's one definition of a cost ratio.
 
-`ratio_table(df)` takes the results frame (`ResultsStore.frame()`, any protocols mixed in) and returns, for every
-ok efficiency row of a non-reference model, the reference's value at the same measurement point and the ratio
-``value / reference_value``. Layer models are compared with ``layer_conv2d``, networks with ``cnn``.
+``ratio = value / reference_value`` where the reference is `bench.schema.reference_model(model)` (`layer_conv2d`
+for layers, `cnn` for networks) measured at the same point: equal metric, unit, mode, statistic, memory kind,
+batch, resolution, kernel size, channels, threads, device and dtype. Repeated measurements of one point (several
+seeds, or a point reached by two sweeps) are reduced to their median first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
+import numpy as np
 import pandas as pd
 
-REFERENCES: dict[str, str] = {"layer": "layer_conv2d", "network": "cnn"}
+from bench.schema import model_level
+
 RATIO_METRICS = ("params", "flops", "latency_ms", "peak_memory_mb", "build_s")
-# Columns that identify a measurement point; a row matches the reference row with equal values in all of
-# them (missing columns are ignored, NaN equals NaN).
 POINT_COLUMNS = ("metric", "unit", "mode", "stat", "memory", "batch", "resolution", "kernel_size", "channels",
                  "threads", "device", "dtype")
-OUT_COLUMNS = ["model", "reference", "level", *POINT_COLUMNS, "value", "reference_value", "ratio"]
+OUT_COLUMNS = ["model", "level", "reference", "sweeps", *POINT_COLUMNS, "value", "reference_value", "ratio"]
+_UNSET = "\0"  # stands in for a missing point column inside the group-by
 
 
-def model_level(name: str) -> str:
-    """'layer' or 'network' (registry metadata; 'layer_' prefix as a fallback for unknown names)."""
-    try:
-        from bench.models import model_info
+def ratio_table(rows: pd.DataFrame, references: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per model and measurement point: the median value, the reference's and their ratio.
 
-        level = model_info(name).get("level")
-        if level in ("layer", "network"):
-            return str(level)
-    except Exception:  # noqa: BLE001 - unknown names fall back to the naming convention
-        pass
-    return "layer" if str(name).startswith("layer_") else "network"
+    `rows` are ok efficiency rows (any other rows are ignored). The reference model's own rows have ratio 1;
+    points the reference was not measured at get an empty ratio. `sweeps` lists the sweeps that reached the
+    point (comma-separated, e.g. 'base,kernel_size')."""
+    from bench.schema import REFERENCE_MODELS
 
-
-def ratio_table(df: pd.DataFrame, references: Mapping[str, str] | None = None,
-                metrics: tuple[str, ...] = RATIO_METRICS) -> pd.DataFrame:
-    """Per model and measurement point: value, the reference's value and ``ratio = value / reference_value``.
-
-    Only ``protocol == 'efficiency'`` rows with status ok and a value are used; latency uses the median rows
-    (``stat == 'median'``) only. Repeated measurements of one point (several seeds, or the same point reached by
-    two sweeps) are reduced to their median first. Points the reference was not measured at are left out.
-    """
-    refs = dict(REFERENCES if references is None else references)
-    if df is None or df.empty or "metric" not in df.columns:
+    refs = dict(REFERENCE_MODELS if references is None else references)
+    if rows is None or rows.empty or "metric" not in rows.columns:
         return pd.DataFrame(columns=OUT_COLUMNS)
-    d = df
-    if "protocol" in d.columns:
-        d = d[d["protocol"] == "efficiency"]
-    if "status" in d.columns:
-        d = d[d["status"].fillna("ok") == "ok"]
-    d = d[d["metric"].isin(metrics) & d["value"].notna()]
-    if "stat" in d.columns:
-        d = d[(d["metric"] != "latency_ms") | (d["stat"] == "median")]
+    d = rows[rows["metric"].isin(RATIO_METRICS)].copy()
     if d.empty:
         return pd.DataFrame(columns=OUT_COLUMNS)
-    keys = [c for c in POINT_COLUMNS if c in d.columns]
-    d = d.assign(value=pd.to_numeric(d["value"], errors="coerce"))
-    d = d.assign(**{k: d[k].astype(object).where(d[k].notna(), "") for k in keys})
-    d = d.groupby(["model", *keys], sort=True, dropna=False)["value"].median().reset_index()
-    d["level"] = d["model"].map(model_level)
-    d["reference"] = d["level"].map(refs)
-    ref_rows = d[d["model"] == d["reference"]][["model", *keys, "value"]]
-    ref_rows = ref_rows.rename(columns={"model": "reference", "value": "reference_value"})
-    out = d[d["model"] != d["reference"]].merge(ref_rows, on=["reference", *keys], how="inner")
-    out["ratio"] = out["value"] / out["reference_value"].where(out["reference_value"] != 0)
-    out = out.sort_values(["metric", "model", *keys[1:]], key=_sort_key, kind="stable")
+    for col in (*POINT_COLUMNS, "sweep"):
+        if col not in d.columns:
+            d[col] = None
+    d["value"] = pd.to_numeric(d["value"], errors="coerce")
+    keys = list(POINT_COLUMNS)
+    d[keys] = d[keys].astype(object).where(d[keys].notna(), _UNSET)
+    g = d.groupby(["model", *keys], sort=True)
+    out = g["value"].median().reset_index()
+    sweeps = g["sweep"].agg(lambda s: ",".join(sorted({str(v) for v in s if isinstance(v, str)})))
+    out["sweeps"] = sweeps.to_numpy()
+    out["level"] = out["model"].map(model_level)
+    out["reference"] = out["level"].map(refs)
+    ref = out[out["model"] == out["reference"]][["model", *keys, "value"]]
+    ref = ref.rename(columns={"model": "reference", "value": "reference_value"})
+    out = out.merge(ref, on=["reference", *keys], how="left")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["ratio"] = out["value"] / out["reference_value"].where(out["reference_value"] != 0)
     for k in keys:
-        out[k] = out[k].where(out[k] != "", None)
-    for col in OUT_COLUMNS:
-        if col not in out.columns:
-            out[col] = None
+        out[k] = out[k].where(out[k] != _UNSET, None)
     return out[OUT_COLUMNS].reset_index(drop=True)
-
-
-def _sort_key(s: pd.Series) -> pd.Series:
-    """Numbers sort numerically, everything else as text ('' = missing sorts first)."""
-    num = pd.to_numeric(s, errors="coerce")
-    if num.notna().sum() == (s != "").sum():
-        return num.fillna(float("-inf"))
-    return s.astype(str)

@@ -21,121 +21,69 @@ Rows (all ``metric='accuracy'``, ``unit='fraction'`` unless noted; every row has
 - ``train_loss_final`` (mean cross-entropy of the last epoch, unit ``nats``), ``train_time_s`` and
   ``eval_time_s`` (unit ``s``).
 
-The trained weights are kept at ``ctx.checkpoint_path(model, dataset, seed, condition)`` (see `load_trained`).
-A diverging run raises FloatingPointError (the runner records status ``nan``).
+The trained weights are kept at ``ctx.checkpoint_path(model, dataset, seed, condition, job_id)`` (the job id
+keys the file by every setting that produced it; see `bench.training.load_trained`); rows carry the file name in
+``checkpoint``. A diverging run raises FloatingPointError (the runner records status ``nan``).
+
+Tables (`summarize`): ``accuracy_by_angle`` (mean/std across seeds per angle, in %) and ``accuracy_summary``
+(upright / mean / worst / flips per dataset, condition and model, in %). Headline: upright, mean and worst
+rotated accuracy of the upright-trained models on the run's main dataset (the one with most accuracy jobs;
+ties go to the alphabetically first).
 """
+
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from typing import Any
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+import pandas as pd
+
+from bench import settings as st
+from bench.aggregate import ok_rows, seed_stats
 from bench.errors import UsageError
 from bench.jobs import Job, RunContext
-from bench.rotation import METHODS, parse_angles
+from bench.protocols import register_protocol
+from bench.protocols.base import Protocol, TableSpec
+from bench.rotation import parse_angles
+from bench.schema import AccuracyRow, model_level
+
+if TYPE_CHECKING:
+    from bench.profiles import Profile
 
 CONDITIONS = ("upright", "rotation")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "none")
-
-DEFAULTS: dict[str, Any] = {
-    # training recipe (the same for every model)
-    "epochs": 10,
-    "batch_size": 64,
-    "optimizer": "adam",
-    "lr": 3e-3,
-    "momentum": 0.9,  # sgd only
-    "weight_decay": 0.0,
-    "schedule": "cosine",
-    "conditions": ["upright"],
-    "train_limit": None,  # use a fixed subset of this many training images (None = all)
-    # evaluation
-    "angles": "0:360:10",
-    "flips": True,
-    "mask": False,
-    "rotation": "bilinear",
-    "eval_batch_size": 256,
-    "test_limit": None,  # evaluate on a fixed subset of this many test images (None = all)
-    # plumbing
-    "num_workers": 0,
-    "save_checkpoint": True,
-    "model_kwargs": {},
-    "dataset_kwargs": {},
-}
-
-_HELP = {
-    "epochs": "an integer >= 1",
-    "batch_size": "an integer >= 1",
-    "optimizer": f"one of {', '.join(OPTIMIZERS)}",
-    "lr": "a number > 0",
-    "momentum": "a number in [0, 1)",
-    "weight_decay": "a number >= 0",
-    "schedule": f"one of {', '.join(SCHEDULES)}",
-    "conditions": f"a non-empty list drawn from {', '.join(CONDITIONS)}",
-    "train_limit": "null or an integer >= 1",
-    "angles": "a list of degrees, one number, or a 'start:stop:step' string (stop included when it lands)",
-    "flips": "true or false",
-    "mask": "true or false",
-    "rotation": f"one of {', '.join(METHODS)}",
-    "eval_batch_size": "an integer >= 1",
-    "test_limit": "null or an integer >= 1",
-    "num_workers": "an integer >= 0",
-    "save_checkpoint": "true or false",
-    "model_kwargs": "a table of keyword arguments for create_model",
-    "dataset_kwargs": "a table of keyword arguments for create_dataset",
-}
+SUMMARIES = ("upright", "mean", "worst", "flip_h", "flip_v")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+@dataclasses.dataclass(frozen=True)
+class AccuracySettings:
+    """The training recipe (the same for every model) and the rotated evaluation."""
 
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-
-def validate_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
-    """DEFAULTS overridden by `settings`; UsageError naming the valid keys/values on anything unknown or bad."""
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(DEFAULTS))
-    if unknown:
-        from bench.registry import did_you_mean
-
-        hints = "".join(did_you_mean(k, DEFAULTS) for k in unknown)
-        raise UsageError(f"unknown accuracy setting(s) {', '.join(map(repr, unknown))}.{hints} "
-                         f"Valid settings: {', '.join(DEFAULTS)}")
-    out = {**DEFAULTS, **settings}
-
-    def check(key: str, ok: bool) -> None:
-        if not ok:
-            raise UsageError(f"accuracy setting {key!r} must be {_HELP[key]}, got {out[key]!r}")
-
-    check("epochs", _is_int(out["epochs"]) and out["epochs"] >= 1)
-    check("batch_size", _is_int(out["batch_size"]) and out["batch_size"] >= 1)
-    check("eval_batch_size", _is_int(out["eval_batch_size"]) and out["eval_batch_size"] >= 1)
-    check("optimizer", out["optimizer"] in OPTIMIZERS)
-    check("lr", _is_num(out["lr"]) and out["lr"] > 0)
-    check("momentum", _is_num(out["momentum"]) and 0 <= out["momentum"] < 1)
-    check("weight_decay", _is_num(out["weight_decay"]) and out["weight_decay"] >= 0)
-    check("schedule", out["schedule"] in SCHEDULES)
-    conds = out["conditions"]
-    if isinstance(conds, str):
-        conds = out["conditions"] = [conds]
-    check("conditions", isinstance(conds, (list, tuple)) and len(conds) > 0
-          and all(c in CONDITIONS for c in conds) and len(set(conds)) == len(conds))
-    out["conditions"] = list(conds)
-    for key in ("train_limit", "test_limit"):
-        check(key, out[key] is None or (_is_int(out[key]) and out[key] >= 1))
-    parse_angles(out["angles"], "accuracy setting 'angles'")
-    for key in ("flips", "mask", "save_checkpoint"):
-        check(key, isinstance(out[key], bool))
-    check("rotation", out["rotation"] in METHODS)
-    check("num_workers", _is_int(out["num_workers"]) and out["num_workers"] >= 0)
-    for key in ("model_kwargs", "dataset_kwargs"):
-        check(key, isinstance(out[key], dict))
-    return out
+    epochs: int = st.setting(10, st.integer(1), "an integer >= 1")
+    batch_size: int = st.setting(64, st.integer(1), "an integer >= 1")
+    optimizer: str = st.setting("adam", st.one_of(*OPTIMIZERS), f"one of {', '.join(OPTIMIZERS)}")
+    lr: float = st.setting(3e-3, st.number(0, strict_min=True), "a number > 0")
+    momentum: float = st.setting(0.9, st.number(0, 1, strict_max=True), "a number in [0, 1) (sgd only)")
+    weight_decay: float = st.setting(0.0, st.number(0), "a number >= 0")
+    schedule: str = st.setting("cosine", st.one_of(*SCHEDULES), f"one of {', '.join(SCHEDULES)}")
+    conditions: list = st.setting(["upright"], st.subset_of(*CONDITIONS, nonempty=True),
+                                  f"a non-empty list drawn from {', '.join(CONDITIONS)}")
+    train_limit: int | None = st.setting(None, st.optional(st.integer(1), ()), "null or an integer >= 1",
+                                         "train on a fixed subset of this many images")
+    angles: Any = st.setting("0:360:10", st.angles, "'start:stop:step' (stop included), a number or a list")
+    flips: bool = st.setting(True, st.boolean, "true or false")
+    mask: bool = st.setting(False, st.boolean, "true or false")
+    rotation: str = st.setting("bilinear", st.rotation_method, "a rotation method")
+    eval_batch_size: int = st.setting(256, st.integer(1), "an integer >= 1")
+    test_limit: int | None = st.setting(None, st.optional(st.integer(1), ()), "null or an integer >= 1",
+                                        "evaluate on a fixed subset of this many test images")
+    num_workers: int = st.setting(0, st.integer(0), "an integer >= 0")
+    save_checkpoint: bool = st.setting(True, st.boolean, "true or false")
+    model_kwargs: dict = st.setting({}, st.table, "a table of keyword arguments for create_model")
+    dataset_kwargs: dict = st.setting({}, st.table, "a table of keyword arguments for create_dataset")
 
 
 def summary_rows(result: dict[str, Any], angles: Sequence[float]) -> list[dict[str, Any]]:
@@ -159,76 +107,164 @@ def summary_rows(result: dict[str, Any], angles: Sequence[float]) -> list[dict[s
     return [{"metric": "accuracy", "unit": "fraction", "angle_deg": None, **r} for r in rows]
 
 
-def run(job: Job, ctx: RunContext) -> list[dict[str, Any]]:
-    import torch
-
-    from bench.datasets import create_dataset
-    from bench.models import create_model
-    from bench.training import deterministic, evaluate_rotations, fixed_subset, save_checkpoint, train_model
-
-    if job.dataset is None:
-        raise UsageError("the accuracy protocol needs a dataset")
-    s = validate_settings(job.settings)
-    angles = parse_angles(s["angles"])
-    eval_angles = angles if any(round(a % 360.0, 9) == 0.0 for a in angles) else [0.0, *angles]
-    train_set = create_dataset(job.dataset, "train", data_dir=ctx.data_dir, download=ctx.download,
-                               **s["dataset_kwargs"])
-    test_set = create_dataset(job.dataset, "test", data_dir=ctx.data_dir, download=ctx.download,
-                              **s["dataset_kwargs"])
-    info = getattr(train_set, "info", None)
-    in_channels = info.in_channels if info is not None else int(train_set[0][0].shape[0])
-    num_classes = info.num_classes if info is not None and info.num_classes else None
-    if num_classes is None:
-        classes = getattr(train_set, "classes", None)
-        if not classes:
-            raise UsageError(f"cannot tell the number of classes of dataset {job.dataset!r}")
-        num_classes = len(classes)
-    train_set = fixed_subset(train_set, s["train_limit"])
-    test_set = fixed_subset(test_set, s["test_limit"])
-
-    rows: list[dict[str, Any]] = []
-    for condition in s["conditions"]:
-        tag = f"{job.model}/{job.dataset}/{condition}/seed{job.seed}"
-        with deterministic(job.seed, ctx.device):
-            model = create_model(job.model, in_channels, num_classes, **s["model_kwargs"])
-            trained = train_model(
-                model, train_set, seed=job.seed, epochs=s["epochs"], batch_size=s["batch_size"],
-                optimizer=s["optimizer"], lr=float(s["lr"]), weight_decay=float(s["weight_decay"]),
-                momentum=float(s["momentum"]), schedule=s["schedule"],
-                augment="rotation" if condition == "rotation" else None, rotation=s["rotation"], mask=s["mask"],
-                device=ctx.device, dtype=ctx.dtype, num_workers=s["num_workers"], progress=ctx.progress,
-                desc=f"train {tag}")
-            if s["save_checkpoint"]:
-                save_checkpoint(
-                    ctx.checkpoint_path(job.model, job.dataset, job.seed, condition), model,
-                    model=job.model, model_kwargs=dict(s["model_kwargs"]), in_channels=in_channels,
-                    num_classes=num_classes, dataset=job.dataset, seed=job.seed, condition=condition,
-                    dtype=str(ctx.dtype).replace("torch.", ""), settings=dict(s), job_id=job.job_id)
-            result = evaluate_rotations(
-                model, test_set, eval_angles, flips=s["flips"], rotation=s["rotation"], mask=s["mask"],
-                batch_size=s["eval_batch_size"], device=ctx.device, dtype=ctx.dtype,
-                num_workers=s["num_workers"], progress=ctx.progress, desc=f"eval {tag}")
-        extra = {"condition": condition, "rotation": s["rotation"], "mask": s["mask"]}
-        for a in angles:
-            rows.append({"metric": "accuracy", "value": result["angles"][a], "unit": "fraction",
-                         "angle_deg": a, "reflect": "none", **extra})
-        for which in ("h", "v"):
-            if f"flip_{which}" in result:
-                rows.append({"metric": "accuracy", "value": result[f"flip_{which}"], "unit": "fraction",
-                             "angle_deg": 0.0, "reflect": which, **extra})
-        rows.extend({**r, **extra} for r in summary_rows(result, angles))
-        for metric, value, unit in (("train_loss_final", trained["train_loss_final"], "nats"),
-                                    ("train_time_s", trained["train_time_s"], "s"),
-                                    ("eval_time_s", result["eval_time_s"], "s")):
-            rows.append({"metric": metric, "value": value, "unit": unit, "reflect": "none", **extra})
-        del model
-        if torch.cuda.is_available() and torch.device(ctx.device).type == "cuda":
-            torch.cuda.empty_cache()
-    return rows
+BY_ANGLE = TableSpec(
+    "accuracy_by_angle", "Accuracy vs rotation angle",
+    "Test accuracy on rotated (and flipped) inputs per angle; mean and std across seeds.",
+    {"dataset": "dataset", "condition": "training condition (upright | rotation augmentation)",
+     "model": "model", "reflect": "none | h | v (flip applied before the rotation)",
+     "angle_deg": "rotation of the test set (degrees)", "accuracy_pct": "mean accuracy across seeds (%)",
+     "std_pct": "standard deviation across seeds (%)", "n_seeds": "seeds"})
+SUMMARY = TableSpec(
+    "accuracy_summary", "Accuracy summary",
+    "upright: the test set as is; mean / worst: over the distinct rotation angles (0 and 360 counted once); "
+    "flip_h / flip_v: mirrored test set. Mean and std across seeds, in %.",
+    {"dataset": "dataset", "condition": "training condition", "model": "model",
+     **{f"{s}_pct": f"{s} accuracy (%)" for s in SUMMARIES},
+     **{f"{s}_std": f"std of {s} across seeds (%)" for s in SUMMARIES},
+     "n_seeds": "seeds"})
 
 
-def load_trained(model_name: str, path: Any, in_channels: int, num_classes: int, **kw: Any) -> Any:
-    """Rebuild a model trained by this protocol from its checkpoint (see `bench.training.load_trained`)."""
-    from bench.training import load_trained as _load
+@register_protocol("accuracy")
+class AccuracyProtocol(Protocol):
+    """Train upright (or with rotation augmentation), test at every angle and both flips."""
 
-    return _load(model_name, path, in_channels, num_classes, **kw)
+    settings_type = AccuracySettings
+    row_type = AccuracyRow
+    description = "train upright, test rotated and flipped (the GMR-Conv paper's protocol)"
+    tables = {t.name: t for t in (BY_ANGLE, SUMMARY)}
+
+    # -- planning -----------------------------------------------------------------------------------------
+    def plan(self, profile: Profile, device: str, settings: AccuracySettings, planned: Sequence[Job]) -> list[Job]:
+        if not profile.datasets:
+            raise UsageError("the accuracy protocol needs at least one dataset (e.g. rotdigits)")
+        networks = [m for m in profile.models_for(self.name) if model_level(m) == "network"]
+        return [self.job(m, d, seed, device, settings)
+                for m in networks for d in profile.datasets for seed in profile.seeds]
+
+    def data_needed(self, job: Job) -> set[tuple[str, str]]:
+        return {(job.dataset, "train"), (job.dataset, "test")} if job.dataset else set()
+
+    @staticmethod
+    def checkpoint_condition(settings: Mapping[str, Any]) -> str:
+        """The condition whose checkpoint stands for "the trained model" (upright when trained)."""
+        conditions = list(settings.get("conditions") or ["upright"])
+        return "upright" if "upright" in conditions else conditions[0]
+
+    # -- running ------------------------------------------------------------------------------------------
+    def run(self, job: Job, ctx: RunContext) -> list[dict[str, Any]]:
+        import torch
+
+        from bench.datasets import create_dataset
+        from bench.models import create_model
+        from bench.training import (
+            deterministic,
+            evaluate_rotations,
+            fixed_subset,
+            save_checkpoint,
+            train_model,
+        )
+
+        if job.dataset is None:
+            raise UsageError("the accuracy protocol needs a dataset")
+        s: AccuracySettings = self.settings_of(job)
+        angles = parse_angles(s.angles)
+        eval_angles = angles if any(round(a % 360.0, 9) == 0.0 for a in angles) else [0.0, *angles]
+        train_set = create_dataset(job.dataset, "train", data_dir=ctx.data_dir, download=ctx.download,
+                                   **s.dataset_kwargs)
+        test_set = create_dataset(job.dataset, "test", data_dir=ctx.data_dir, download=ctx.download,
+                                  **s.dataset_kwargs)
+        info = getattr(train_set, "info", None)
+        in_channels = info.in_channels if info is not None else int(train_set[0][0].shape[0])
+        num_classes = info.num_classes if info is not None and info.num_classes else None
+        if num_classes is None:
+            classes = getattr(train_set, "classes", None)
+            if not classes:
+                raise UsageError(f"cannot tell the number of classes of dataset {job.dataset!r}")
+            num_classes = len(classes)
+        train_set = fixed_subset(train_set, s.train_limit)
+        test_set = fixed_subset(test_set, s.test_limit)
+
+        rows: list[dict[str, Any]] = []
+        for condition in s.conditions:
+            tag = f"{job.model}/{job.dataset}/{condition}/seed{job.seed}"
+            extra: dict[str, Any] = {"condition": condition, "rotation": s.rotation, "mask": s.mask}
+            with deterministic(job.seed, ctx.device):
+                model = create_model(job.model, in_channels, num_classes, **s.model_kwargs)
+                trained = train_model(
+                    model, train_set, seed=job.seed, epochs=s.epochs, batch_size=s.batch_size,
+                    optimizer=s.optimizer, lr=s.lr, weight_decay=s.weight_decay, momentum=s.momentum,
+                    schedule=s.schedule, augment="rotation" if condition == "rotation" else None,
+                    rotation=s.rotation, mask=s.mask, device=ctx.device, dtype=ctx.dtype,
+                    num_workers=s.num_workers, progress=ctx.progress, desc=f"train {tag}")
+                if s.save_checkpoint:
+                    path = save_checkpoint(
+                        ctx.checkpoint_path(job.model, job.dataset, job.seed, condition, job.job_id), model,
+                        model=job.model, model_kwargs=dict(s.model_kwargs), in_channels=in_channels,
+                        num_classes=num_classes, dataset=job.dataset, seed=job.seed, condition=condition,
+                        dtype=str(ctx.dtype).replace("torch.", ""), settings=dict(job.settings), job_id=job.job_id)
+                    extra["checkpoint"] = path.name
+                result = evaluate_rotations(
+                    model, test_set, eval_angles, flips=s.flips, rotation=s.rotation, mask=s.mask,
+                    batch_size=s.eval_batch_size, device=ctx.device, dtype=ctx.dtype,
+                    num_workers=s.num_workers, progress=ctx.progress, desc=f"eval {tag}")
+            for a in angles:
+                rows.append({"metric": "accuracy", "value": result["angles"][a], "unit": "fraction",
+                             "angle_deg": a, "reflect": "none", **extra})
+            for which in ("h", "v"):
+                if f"flip_{which}" in result:
+                    rows.append({"metric": "accuracy", "value": result[f"flip_{which}"], "unit": "fraction",
+                                 "angle_deg": 0.0, "reflect": which, **extra})
+            rows.extend({**r, **extra} for r in summary_rows(result, angles))
+            for metric, value, unit in (("train_loss_final", trained["train_loss_final"], "nats"),
+                                        ("train_time_s", trained["train_time_s"], "s"),
+                                        ("eval_time_s", result["eval_time_s"], "s")):
+                rows.append({"metric": metric, "value": value, "unit": unit, "reflect": "none", **extra})
+            del model
+            if torch.cuda.is_available() and torch.device(ctx.device).type == "cuda":
+                torch.cuda.empty_cache()
+        return rows
+
+    # -- summaries ----------------------------------------------------------------------------------------
+    def summarize(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        d = ok_rows(frame, self.name)
+        d = d[d["metric"] == "accuracy"] if not d.empty else d
+        if d.empty:
+            return {}
+        d = d.assign(value=d["value"].astype(float) * 100.0)  # fractions -> %
+        has_summary = d["summary"].notna() if "summary" in d.columns else pd.Series(False, index=d.index)
+        curve = d[~has_summary & d["angle_deg"].notna()]
+        by_angle = seed_stats(curve, ["dataset", "condition", "model", "reflect", "angle_deg"])
+        by_angle = by_angle.rename(columns={"mean": "accuracy_pct", "std": "std_pct"})
+        stats = seed_stats(d[has_summary], ["dataset", "condition", "model", "summary"])
+        rows = []
+        for (dataset, condition, model), g in stats.groupby(["dataset", "condition", "model"], sort=True,
+                                                             dropna=False):
+            row: dict[str, Any] = {"dataset": dataset, "condition": condition, "model": model}
+            for rec in g.to_dict("records"):
+                row[f"{rec['summary']}_pct"] = rec["mean"]
+                row[f"{rec['summary']}_std"] = rec["std"]
+            row["n_seeds"] = int(g["n_seeds"].max())
+            rows.append(row)
+        return {BY_ANGLE.name: BY_ANGLE.frame(by_angle), SUMMARY.name: SUMMARY.frame(rows)}
+
+    def headline(self, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame | None:
+        summary = tables.get(SUMMARY.name)
+        if summary is None or summary.empty:
+            return None
+        dataset = main_dataset(summary)
+        s = summary[(summary["dataset"] == dataset) & (summary["condition"] == "upright")]
+        if s.empty:
+            return None
+        out = pd.DataFrame({"acc_dataset": dataset}, index=pd.Index(s["model"], name="model"))
+        for key in ("upright", "mean", "worst"):
+            out[f"acc_{key}_pct"] = s[f"{key}_pct"].to_numpy()
+            out[f"acc_{key}_std"] = s[f"{key}_std"].to_numpy()
+        return out
+
+
+def main_dataset(summary: pd.DataFrame) -> str:
+    """The dataset with the most upright-trained models (ties: alphabetically first)."""
+    up = summary[summary["condition"] == "upright"]
+    src = up if not up.empty else summary
+    counts = src.groupby("dataset")["model"].nunique()
+    return str(sorted(counts[counts == counts.max()].index)[0])

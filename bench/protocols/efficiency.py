@@ -40,145 +40,88 @@ Ratios to the plain references (``layer_conv2d`` / ``cnn``) measured in the same
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import gc
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import torch
 
+from bench import settings as st
+from bench.aggregate import ok_rows
 from bench.cost.flops import UNIT as FLOP_UNIT
 from bench.cost.flops import steady_flops
 from bench.cost.memory import UNIT as MEM_UNIT
 from bench.cost.memory import MemoryResult, ProbeSpec, cuda_step_memory, probe_cpu_subprocess
-from bench.cost.ratios import ratio_table  # noqa: F401 - re-exported for the report
+from bench.cost.ratios import ratio_table
 from bench.cost.steps import count_parameters, eval_step, exported, is_oom, make_input, make_step
 from bench.cost.timing import fixed_threads, time_callable, time_once
 from bench.errors import MissingDependencyError, UsageError
 from bench.jobs import Job, RunContext
-from bench.models import create_model, model_info
+from bench.models import create_model
+from bench.protocols import register_protocol
+from bench.protocols.base import Protocol, TableSpec
+from bench.schema import EfficiencyRow, model_level
+
+if TYPE_CHECKING:
+    from bench.profiles import Profile
 
 METRICS = ("params", "build_s", "flops", "latency_ms", "peak_memory_mb")
 MODES = ("eval", "train", "eval_exported")
 # sweep setting -> the point field it varies
 SWEEPS = {"kernel_sizes": "kernel_size", "channels": "channels", "resolutions": "resolution", "batch_sizes": "batch"}
 
-DEFAULTS: dict[str, Any] = {
+_odd = st.integer(1, odd=True)
+_pos = st.integer(1)
+_POS_LIST = "a list of positive integers ([] = off)"
+
+
+@dataclasses.dataclass(frozen=True)
+class EfficiencySettings:
+    """Base point, one-factor sweeps around it, what to measure and how to time it."""
+
     # base point
-    "batch": 8,
-    "resolution": 32,
-    "kernel_size": None,        # None / "auto": the model's default
-    "layer_channels": 16,       # layer models: in = out channels at the base point (None: the model's default)
-    "in_channels": 1,           # network models
-    "num_classes": 10,
-    "level": None,              # None: from the registry ('layer' | 'network'); set it for plugin layers
-    "model_kwargs": {},         # {model name: {extra factory kwargs}}, e.g. {"layer_c8": {"in_type": "regular"}}
+    batch: int = st.setting(8, _pos, "a positive integer")
+    resolution: int = st.setting(32, _pos, "a positive integer")
+    kernel_size: int | None = st.setting(None, st.optional(_odd), "a positive odd integer or 'auto'",
+                                         "None / 'auto': the model's default")
+    layer_channels: int | None = st.setting(16, st.optional(_pos), "a positive integer or 'auto'",
+                                            "layer models: in = out channels at the base point")
+    in_channels: int = st.setting(1, _pos, "a positive integer", "network models")
+    num_classes: int = st.setting(10, _pos, "a positive integer")
+    level: str | None = st.setting(None, st.optional(st.one_of("layer", "network")),
+                                   "'layer', 'network' or 'auto'", "None: from the registry; set it for plugin layers")
+    model_kwargs: dict = st.setting({}, st.table_of_tables, "a table {model name: {keyword: value}}")
     # one-factor-at-a-time sweeps around the base point ([] switches a sweep off)
-    "kernel_sizes": [3, 5, 7, 9, 11, 13],
-    "channels": [8, 16, 32, 64],
-    "resolutions": [32, 64, 128, 224],
-    "batch_sizes": [1, 8, 32],
-    "network_sweeps": ["resolutions", "batch_sizes"],  # the sweeps that apply to network-level models
+    kernel_sizes: list = st.setting([3, 5, 7, 9, 11, 13], st.list_of(_odd, scalar_ok=False),
+                                    "a list of positive odd integers ([] = off)")
+    channels: list = st.setting([8, 16, 32, 64], st.list_of(_pos, scalar_ok=False), _POS_LIST)
+    resolutions: list = st.setting([32, 64, 128, 224], st.list_of(_pos, scalar_ok=False), _POS_LIST)
+    batch_sizes: list = st.setting([1, 8, 32], st.list_of(_pos, scalar_ok=False), _POS_LIST)
+    network_sweeps: list = st.setting(["resolutions", "batch_sizes"], st.subset_of(*SWEEPS),
+                                      f"a list drawn from {', '.join(SWEEPS)}", "the sweeps networks get")
     # what to measure
-    "metrics": list(METRICS),                                     # at the base point
-    "sweep_metrics": ["flops", "latency_ms", "peak_memory_mb"],  # elsewhere (+ params, build_s: free)
-    "modes": list(MODES),       # eval_exported only where the model has export()
+    metrics: list = st.setting(list(METRICS), st.subset_of(*METRICS), f"a list drawn from {', '.join(METRICS)}",
+                               "at the base point")
+    sweep_metrics: list = st.setting(["flops", "latency_ms", "peak_memory_mb"], st.subset_of(*METRICS),
+                                     f"a list drawn from {', '.join(METRICS)}", "elsewhere (+ params, build_s)")
+    modes: list = st.setting(list(MODES), st.subset_of(*MODES), f"a list drawn from {', '.join(MODES)}",
+                             "eval_exported only where the model has export()")
     # timing
-    "threads": None,            # None: the run's threads (profile), else torch's current count
-    "warmup": 3,
-    "min_run_time": 0.2,        # seconds of timed calls per (point, mode)
-    "min_runs": 5,              # at least this many timed blocks (for a meaningful IQR)
+    threads: int | None = st.setting(None, st.optional(_pos), "a positive integer or 'auto'",
+                                     "None: the run's threads")
+    warmup: int = st.setting(3, st.integer(0), "an integer >= 0")
+    min_run_time: float = st.setting(0.2, st.number(0, strict_min=True), "a positive number",
+                                     "seconds of timed calls per (point, mode)")
+    min_runs: int = st.setting(5, _pos, "a positive integer", "at least this many timed blocks")
     # memory
-    "memory_warmup": 1,
-    "memory_timeout_s": 600,
-    "max_memory_mb": None,      # CPU guard on the probe's absolute RSS; over it -> status "oom"
-}
-
-
-# -- settings ------------------------------------------------------------------------------------------------
-def _fail(key: str, value: Any, expected: str) -> UsageError:
-    return UsageError(f"efficiency setting {key}={value!r} is invalid: expected {expected}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _pos_int(key: str, v: Any, *, odd: bool = False, optional: bool = False) -> int | None:
-    if optional and (v is None or v == "auto"):
-        return None
-    if not _is_int(v) or v < 1 or (odd and v % 2 == 0):
-        what = "a positive odd integer" if odd else "a positive integer"
-        raise _fail(key, v, what + (" or 'auto'" if optional else ""))
-    return int(v)
-
-
-def _int_list(key: str, v: Any, *, odd: bool = False) -> list[int]:
-    if not isinstance(v, (list, tuple)):
-        raise _fail(key, v, "a list of positive " + ("odd " if odd else "") + "integers ([] = off)")
-    return [int(_pos_int(key, x, odd=odd)) for x in v]  # type: ignore[arg-type]
-
-
-def _subset(key: str, v: Any, valid: tuple[str, ...] | list[str]) -> list[str]:
-    if isinstance(v, str):
-        v = [v]
-    if not isinstance(v, (list, tuple)) or any(x not in valid for x in v):
-        raise _fail(key, v, f"a list drawn from {', '.join(valid)}")
-    return list(v)
-
-
-def _pos_float(key: str, v: Any, *, optional: bool = False) -> float | None:
-    if optional and (v is None or v == "auto"):
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise _fail(key, v, "a positive number" + (" or 'auto'" if optional else ""))
-    return float(v)
-
-
-def validate_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
-    """DEFAULTS merged with `settings`; UsageError naming the valid keys / values on anything else."""
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(DEFAULTS))
-    if unknown:
-        from bench.registry import did_you_mean
-
-        hint = did_you_mean(unknown[0], DEFAULTS)
-        raise UsageError(f"unknown efficiency setting(s) {', '.join(map(repr, unknown))}.{hint} "
-                         f"Valid keys: {', '.join(sorted(DEFAULTS))}")
-    s = copy.deepcopy(DEFAULTS)
-    s.update(copy.deepcopy(settings))
-    s["batch"] = _pos_int("batch", s["batch"])
-    s["resolution"] = _pos_int("resolution", s["resolution"])
-    s["kernel_size"] = _pos_int("kernel_size", s["kernel_size"], odd=True, optional=True)
-    s["layer_channels"] = _pos_int("layer_channels", s["layer_channels"], optional=True)
-    s["in_channels"] = _pos_int("in_channels", s["in_channels"])
-    s["num_classes"] = _pos_int("num_classes", s["num_classes"])
-    s["kernel_sizes"] = _int_list("kernel_sizes", s["kernel_sizes"], odd=True)
-    s["channels"] = _int_list("channels", s["channels"])
-    s["resolutions"] = _int_list("resolutions", s["resolutions"])
-    s["batch_sizes"] = _int_list("batch_sizes", s["batch_sizes"])
-    s["network_sweeps"] = _subset("network_sweeps", s["network_sweeps"], list(SWEEPS))
-    s["metrics"] = _subset("metrics", s["metrics"], METRICS)
-    s["sweep_metrics"] = _subset("sweep_metrics", s["sweep_metrics"], METRICS)
-    s["modes"] = _subset("modes", s["modes"], MODES)
-    s["threads"] = _pos_int("threads", s["threads"], optional=True)
-    mk = s["model_kwargs"]
-    if not isinstance(mk, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in mk.items()):
-        raise _fail("model_kwargs", mk, "a table {model name: {keyword: value}}")
-    if s["level"] not in (None, "auto", "layer", "network"):
-        raise _fail("level", s["level"], "'layer', 'network' or 'auto'")
-    s["level"] = None if s["level"] == "auto" else s["level"]
-    if not _is_int(s["warmup"]) or s["warmup"] < 0:
-        raise _fail("warmup", s["warmup"], "an integer >= 0")
-    s["min_runs"] = _pos_int("min_runs", s["min_runs"])
-    if not _is_int(s["memory_warmup"]) or s["memory_warmup"] < 0:
-        raise _fail("memory_warmup", s["memory_warmup"], "an integer >= 0")
-    s["min_run_time"] = _pos_float("min_run_time", s["min_run_time"])
-    s["memory_timeout_s"] = _pos_float("memory_timeout_s", s["memory_timeout_s"])
-    s["max_memory_mb"] = _pos_float("max_memory_mb", s["max_memory_mb"], optional=True)
-    return s
+    memory_warmup: int = st.setting(1, st.integer(0), "an integer >= 0")
+    memory_timeout_s: float = st.setting(600, st.number(0, strict_min=True), "a positive number")
+    max_memory_mb: float | None = st.setting(None, st.optional(st.number(0, strict_min=True)),
+                                             "a positive number or 'auto'",
+                                             "CPU guard on the probe's absolute RSS; over it -> status oom")
 
 
 # -- measurement points --------------------------------------------------------------------------------------
@@ -225,13 +168,6 @@ def _model_args(name: str, level: str, point: Point, settings: dict[str, Any]) -
 DEFAULT_LAYER_CHANNELS = 16  # input channels of a layer model whose width is left to its default
 
 
-def _level(name: str) -> str:
-    try:
-        return str(model_info(name).get("level", "network"))
-    except UsageError:
-        return "layer" if name.startswith("layer_") else "network"
-
-
 # -- the protocol --------------------------------------------------------------------------------------------
 def _row(metric: str, value: Any, unit: str, mode: str | None = None, status: str = "ok", message: str = "",
          **extra: Any) -> dict[str, Any]:
@@ -252,7 +188,7 @@ class _Measurer:
     def __init__(self, job: Job, ctx: RunContext, settings: dict[str, Any], threads: int) -> None:
         self.job, self.ctx, self.s, self.threads = job, ctx, settings, threads
         self.name = job.model
-        self.level = settings["level"] or _level(job.model)
+        self.level = settings["level"] or model_level(job.model)
         self.device = torch.device(ctx.device)
         self.dtype = ctx.dtype
         self._built: tuple[tuple, Any, float] | None = None  # (key, model, build_s)
@@ -408,20 +344,113 @@ class _Measurer:
             torch.cuda.empty_cache()
 
 
-def run(job: Job, ctx: RunContext) -> list[dict[str, Any]]:
-    """Measure `job.model` at the base point and along the sweeps (see the module docstring)."""
-    s = validate_settings(job.settings)
-    threads = s["threads"] or ctx.threads or torch.get_num_threads()
-    m = _Measurer(job, ctx, s, int(threads))
-    done: dict[Point, list[dict[str, Any]]] = {}
-    out: list[dict[str, Any]] = []
-    for sweep, point in plan_points(s, m.level):
-        if point not in done:
-            metrics = s["metrics"] if sweep == "base" else sorted(set(s["sweep_metrics"]) | {"params", "build_s"})
-            done[point] = m.measure(point, metrics, strict=sweep == "base")
-            m.release()
-        for row in done[point]:
-            out.append({**row, **point.columns(), "threads": int(threads), "sweep": sweep})
-    m._built = None
-    m.release()
-    return out
+# -- tables --------------------------------------------------------------------------------------------------
+# wide base-point columns: (column, metric, mode, stat / memory kind)
+BASE_COLUMNS = (
+    ("params", "params", None, None),
+    ("flops_eval", "flops", "eval", None),
+    ("flops_train", "flops", "train", None),
+    ("latency_eval_ms", "latency_ms", "eval", "median"),
+    ("latency_eval_iqr_ms", "latency_ms", "eval", "iqr"),
+    ("latency_train_ms", "latency_ms", "train", "median"),
+    ("latency_eval_exported_ms", "latency_ms", "eval_exported", "median"),
+    ("peak_memory_eval_mb", "peak_memory_mb", "eval", "step"),
+    ("peak_memory_train_mb", "peak_memory_mb", "train", "step"),
+    ("build_s", "build_s", None, None),
+)
+NO_RATIO = {"latency_eval_iqr_ms"}  # a spread, shown but not compared
+
+POINTS = TableSpec(
+    "efficiency_points", "Cost at every measured point",
+    "Every measurement point of every model (median of repeats) with the plain reference's value at the same point "
+    "and their ratio (bench.cost.ratios).",
+    {"model": "model", "level": "layer | network", "reference": "plain baseline of the same level",
+     "sweeps": "sweeps that reached the point (base, kernel_size, channels, resolution, batch)",
+     "metric": "params | flops | latency_ms | peak_memory_mb | build_s", "unit": "unit",
+     "mode": "eval | train | eval_exported", "stat": "latency: median | iqr",
+     "memory": "peak memory: step (peak minus the baseline before the step) | peak | reserved",
+     "batch": "batch size", "resolution": "input side", "kernel_size": "kernel size (empty: the model's default)",
+     "channels": "channels (empty: the model's default)", "threads": "torch threads", "device": "device",
+     "dtype": "dtype", "value": "value", "reference_value": "the reference's value at the same point",
+     "ratio": "value / reference_value"})
+BASE = TableSpec(
+    "efficiency_base", "Cost at the base point",
+    "One row per model at the efficiency protocol's base point; *_ratio = value / the plain reference's value at "
+    "the same point. Latency: median per call; peak memory: kind 'step' (peak minus the baseline before the step).",
+    {"model": "model", "level": "layer | network", "reference": "plain baseline", "batch": "batch size",
+     "resolution": "input side", "kernel_size": "kernel size (empty: default)", "channels": "channels",
+     **{c: f"{metric} {mode or ''} {stat or ''}".strip() for c, metric, mode, stat in BASE_COLUMNS},
+     **{f"{c}_ratio": f"{c} / the reference's" for c, *_ in BASE_COLUMNS if c not in NO_RATIO}})
+
+
+@register_protocol("efficiency")
+class EfficiencyProtocol(Protocol):
+    """Parameters, FLOPs, latency, peak memory and build time at a base point and along one-factor sweeps."""
+
+    settings_type = EfficiencySettings
+    row_type = EfficiencyRow
+    description = "parameters, FLOPs, latency, peak memory, build time; ratios to the plain baseline"
+    exclusive_device = True  # timings must not share a device
+    tables = {t.name: t for t in (POINTS, BASE)}
+
+    def plan(self, profile: Profile, device: str, settings: EfficiencySettings, planned: Sequence[Job]) -> list[Job]:
+        # cost does not depend on the seed or the dataset: one job per model
+        return [self.job(m, None, profile.seeds[0], device, settings) for m in profile.models_for(self.name)]
+
+    def run(self, job: Job, ctx: RunContext) -> list[dict[str, Any]]:
+        """Measure `job.model` at the base point and along the sweeps (see the module docstring)."""
+        s = dataclasses.asdict(self.settings_of(job))
+        threads = s["threads"] or ctx.threads or torch.get_num_threads()
+        m = _Measurer(job, ctx, s, int(threads))
+        done: dict[Point, list[dict[str, Any]]] = {}
+        out: list[dict[str, Any]] = []
+        for sweep, point in plan_points(s, m.level):
+            if point not in done:
+                metrics = s["metrics"] if sweep == "base" else sorted(set(s["sweep_metrics"]) | {"params", "build_s"})
+                done[point] = m.measure(point, metrics, strict=sweep == "base")
+                m.release()
+            for row in done[point]:
+                out.append({**row, **point.columns(), "threads": int(threads), "sweep": sweep})
+        m._built = None
+        m.release()
+        return out
+
+    def summarize(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        d = ok_rows(frame, self.name)
+        if d.empty:
+            return {}
+        points = ratio_table(d)
+        return {POINTS.name: POINTS.frame(points), BASE.name: BASE.frame(base_rows(points))}
+
+    def headline(self, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame | None:
+        base = tables.get(BASE.name)
+        if base is None or base.empty:
+            return None
+        cols = {"params": "params", "latency_eval_ms": "latency_ms", "peak_memory_eval_mb": "peak_memory_mb",
+                "params_ratio": "params_ratio", "latency_eval_ms_ratio": "latency_ratio",
+                "peak_memory_eval_mb_ratio": "memory_ratio"}
+        return base.set_index("model")[list(cols)].rename(columns=cols)
+
+
+def base_rows(points: pd.DataFrame) -> list[dict[str, Any]]:
+    """One wide row per model from its base-point rows of the points table."""
+    base = points[points["sweeps"].str.split(",").map(lambda s: "base" in s)]
+    rows = []
+    for model, m in base.groupby("model", sort=True):
+        row: dict[str, Any] = {"model": model, "level": m["level"].iloc[0], "reference": m["reference"].iloc[0]}
+        for col in ("batch", "resolution", "kernel_size", "channels"):
+            values = m[col].dropna().unique()
+            row[col] = values[0] if len(values) else None
+        for col, metric, mode, stat in BASE_COLUMNS:
+            hit = m[m["metric"] == metric]
+            if mode is not None:
+                hit = hit[hit["mode"] == mode]
+            if stat is not None:
+                hit = hit[(hit["stat"] == stat) | (hit["memory"] == stat)]
+            if hit.empty:
+                continue
+            row[col] = hit["value"].iloc[0]
+            if col not in NO_RATIO:
+                row[f"{col}_ratio"] = hit["ratio"].iloc[0]
+        rows.append(row)
+    return rows

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 DPI = 160  # figures are drawn at ~1.6x their CSS size so they stay sharp on high-density screens
 WIDTH_IN = 11.0  # ~1100 CSS px: the report's content width
@@ -41,11 +42,52 @@ STYLE = {
     "path.simplify": False,
 }
 
-# colour-blind-safe categorical palette (Okabe-Ito, then tab10 extras)
-PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8c564b", "#9467bd",
-           "#d62728", "#bcbd22", "#17becf", "#7f7f7f"]
+# Families share a hue (GMR oranges, C_N/D_N blues, steerable greens, plain greys, plugins purples); within a
+# family, models differ by shade and marker. Layers and networks never share a panel, so each level has its own
+# assignment and the same colour may mean a layer in one panel and a network in another.
+FAMILY_PALETTES = {
+    "gmr": ["#D55E00", "#E69F00", "#8C3B00", "#F4A261", "#B8860B"],
+    "group": ["#0072B2", "#56B4E9", "#1B3A6B", "#4F6BD8", "#00A5C8", "#7FA7D9"],
+    "steerable": ["#009E73", "#66C2A5", "#1B5E20", "#8BC34A", "#00695C"],
+    "plain": ["#222222", "#8A8A8A", "#555555"],
+    "plugin": ["#CC79A7", "#7B3294", "#E7298A", "#9467BD"],
+}
+FAMILY_ORDER = ("plain", "gmr", "group", "steerable", "plugin")
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 STYLE_KEY = "#6b7785"  # legend entries that explain a line style, not a model
-REFLECT_STYLE = {"none": "-", "h": "--", "v": ":"}
+FLOOR_COLOR = "#9aa3ad"
+
+
+@dataclass(frozen=True)
+class ModelStyle:
+    color: str
+    marker: str
+
+
+class Styles:
+    """One colour and marker per model for every figure of a report, assigned from (family, level, name)."""
+
+    def __init__(self, models: Iterable[tuple[str, str, str]]) -> None:
+        """`models`: (name, family, level) triples, e.g. from the headline table."""
+        self._map: dict[str, ModelStyle] = {}
+        counters: dict[tuple[str, str], int] = {}
+        for name, family, level in sorted(set(models), key=lambda m: (_family_rank(m[1]), m[2], m[0])):
+            palette = FAMILY_PALETTES.get(family, FAMILY_PALETTES["plugin"])
+            i = counters.get((family, level), 0)
+            counters[(family, level)] = i + 1
+            self._map[name] = ModelStyle(palette[i % len(palette)], MARKERS[i % len(MARKERS)])
+
+    def __call__(self, model: str) -> ModelStyle:
+        return self._map.get(model, ModelStyle("#444444", "o"))
+
+    def order(self, models: Iterable[str]) -> list[str]:
+        """`models` in legend order: by family, then name."""
+        keys = list(self._map)
+        return sorted(set(models), key=lambda m: (keys.index(m) if m in keys else len(keys), m))
+
+
+def _family_rank(family: str) -> int:
+    return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
 
 
 @dataclass(frozen=True)
@@ -58,16 +100,6 @@ class Plot:
     alt: str
     width: int  # CSS pixels (the PNG has DPI/100 times as many, for sharpness)
     height: int
-
-
-class Colors:
-    """The same colour for a model in every figure of a report (assigned over the sorted model list)."""
-
-    def __init__(self, models: Iterable[str]) -> None:
-        self._map = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(sorted(set(models)))}
-
-    def __call__(self, model: str) -> str:
-        return self._map.get(model, "#444444")
 
 
 @contextmanager
@@ -95,6 +127,17 @@ def finish(fig: Figure, title: str, caption: str, alt: str | None = None) -> Plo
     w, h = fig.get_size_inches()
     return Plot(title=title, caption=caption, src=to_data_uri(fig), alt=alt or title,
                 width=round(w * 100), height=round(h * 100))
+
+
+def model_handles(styles: Styles, models: Iterable[str], line: bool = True) -> list[Line2D]:
+    """Legend entries for exactly the models a panel draws."""
+    return [Line2D([], [], color=styles(m).color, marker=styles(m).marker, linestyle="-" if line else "",
+                   label=m) for m in styles.order(models)]
+
+
+def draw_line(ax, x, y, styles: Styles, model: str, **kw) -> None:
+    st = styles(model)
+    ax.plot(x, y, color=st.color, marker=st.marker, markevery=max(1, len(x) // 12), label=model, **kw)
 
 
 def legend_outside(ax, handles=None, labels=None, ncol: int = 1) -> None:
