@@ -9,7 +9,7 @@ A `FieldFamily` says, for one group and one kind of hidden field, what one *unit
 | fourier   | 1 band-limited regular field, irreps 0..L (1+2L ch)  | IIDBatchNorm2d   | FourierELU (N grid) | FieldInvariants          |
 
 The input is `in_channels` trivial fields (an image). Every conv is an `R2Conv` with 'same' padding, no bias,
-built with `initialize=False` and then given the library's generalised He init by `steerable.fast_he_init_`.
+built with `initialize=False` and then given the library's generalised He init by `escnn_compat.fast_he_init_`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from baselines.common import (
     reference_params,
     resolve_units,
 )
+from baselines.escnn_compat import install_escnn_memo
 from baselines.steerable import (
     FieldInvariants,
     GatedActivation,
@@ -38,7 +39,6 @@ from baselines.steerable import (
     TensorModule,
     bn_param_count,
     conv_param_count,
-    install_escnn_memo,
     make_r2conv,
 )
 from bench.contract import INVARIANT, FieldSpec, SymmetryContract

@@ -3,10 +3,8 @@
 Nothing here imports escnn or e2cnn at module level; every function receives the library objects it works on.
 
 - `TensorModule`: run an escnn/e2cnn `EquivariantModule` on plain tensors (wrap in / unwrap the GeometricTensor).
-- `fast_he_init_`: escnn's / e2cnn's *generalised He init*, with the per-weight variances computed from the
-  per-block basis attributes instead of one Python dict per weight (the library loops over every basis element of
-  every field pair, which is what made e.g. D8 k=9 layers slow). The variances are exactly the library's
-  (`tests/test_baselines_init.py` compares them element by element and checks the output variance statistically).
+- `make_r2conv`: an R2Conv with the fast generalised He init and its own basis modules (both in
+  `baselines.escnn_compat`, with every other workaround for the libraries' internals).
 - `conv_param_count`: the number of parameters of an `R2Conv(in_type, out_type, k)` without building it: the sum
   over representation pairs of (#in fields x #out fields x basis dimension of the pair); the basis dimension is
   read off a cached one-field-to-one-field conv (whose sampled basis the library caches and reuses for the real
@@ -19,8 +17,6 @@ Nothing here imports escnn or e2cnn at module level; every function receives the
 
 from __future__ import annotations
 
-import copy
-import math
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -30,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from baselines.escnn_compat import fast_he_init_, unshare_basis
 from bench.fields import library_of
 
 
@@ -102,92 +99,6 @@ class TensorModule(nn.Module):
         return self.module(self._gt(x, self.module.in_type)).tensor
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# fast generalised He init
-# ---------------------------------------------------------------------------------------------------------------
-def _blocks(expansion: Any, lib: str) -> tuple[list, list, dict]:
-    if lib == "escnn":
-        in_reprs, out_reprs = list(expansion._in_reprs), list(expansion._out_reprs)
-
-        def block(pair):
-            return getattr(expansion, f"block_expansion_{expansion._escape_pair(pair)}")
-    else:
-        in_reprs = list(expansion._in_type.representations)
-        out_reprs = list(expansion._out_type.representations)
-
-        def block(pair):
-            return getattr(expansion, f"block_expansion_{pair}")
-
-    blocks = {pair: block(pair) for pair in expansion._representations_pairs}
-    return in_reprs, out_reprs, blocks
-
-
-_BLOCK_ATTRS: dict[int, tuple[Any, list]] = {}
-
-
-def _block_attrs(block: Any) -> list:
-    """[(input irrep, output irrep index)] per basis element of one single-block expansion (memoised).
-
-    The libraries share block expansions between layers (they cache them by basis and sampling grid), so the memo
-    is keyed by the object; it keeps a reference so the id cannot be reused.
-    """
-    hit = _BLOCK_ATTRS.get(id(block))
-    if hit is None or hit[0] is not block:
-        hit = (block, [(a["in_irrep"], a["out_irrep_idx"]) for a in block.get_basis_info()])
-        _BLOCK_ATTRS[id(block)] = hit
-    return hit[1]
-
-
-def _he_blocks(expansion: Any, lib: str) -> list[tuple[int, int, torch.Tensor]]:
-    """[(start, end, per-basis-element std of one field pair)] for every representation pair of an expansion.
-
-    Library rule (escnn/e2cnn `_generalized_he_init_variances`): the weight of a basis element mapping input
-    irrep type `a` to output irrep position `o` has std 1 / sqrt(#distinct input irrep types reaching o *
-    #basis elements from irrep type a to o). Every output field of one representation sees all input fields, so
-    both counts depend only on (output representation, irrep index in it, input irrep type): computed once per
-    block instead of once per weight. The std of one field pair repeats over all (out field, in field) pairs.
-    """
-    in_reprs, out_reprs, blocks = _blocks(expansion, lib)
-    in_count = Counter(r.name for r in in_reprs)
-    attrs = {pair: _block_attrs(blk) for pair, blk in blocks.items()}
-    basis_count: dict[tuple, int] = defaultdict(int)
-    for (a, b), lst in attrs.items():
-        for irr, j in lst:
-            basis_count[(b, j, irr)] += in_count[a]
-    inputs: dict[tuple, set] = defaultdict(set)
-    for b, j, irr in basis_count:
-        inputs[(b, j)].add(irr)
-    out = []
-    for (a, b), lst in attrs.items():
-        start, end = expansion._weights_ranges[(a, b)]
-        v = torch.tensor([1.0 / math.sqrt(len(inputs[(b, j)]) * basis_count[(b, j, irr)]) for irr, j in lst])
-        out.append((start, end, v))
-    return out
-
-
-def he_variances(expansion: Any, lib: str | None = None) -> torch.Tensor:
-    """The per-weight factors of the library's `generalized_he_init` (its `_generalized_he_init_variances`)."""
-    lib = lib or library_of(expansion)
-    out = torch.empty(expansion.dimension())
-    for start, end, v in _he_blocks(expansion, lib):
-        out[start:end] = v.repeat((end - start) // len(v))
-    return out
-
-
-@torch.no_grad()
-def fast_he_init_(conv: nn.Module, generator: torch.Generator | None = None) -> None:
-    """Generalised He init of an escnn/e2cnn R2Conv built with ``initialize=False`` (same distribution).
-
-    In place: standard normal weights, each field pair's segment scaled by its per-basis-element factors.
-    """
-    lib = library_of(conv)
-    exp = conv.basisexpansion if lib == "escnn" else conv._basisexpansion
-    w = conv.weights
-    w.normal_(generator=generator)
-    for start, end, v in _he_blocks(exp, lib):
-        w[start:end].view(-1, len(v)).mul_(v.to(w.device, w.dtype))
-
-
 def make_r2conv(lib: str, in_type: Any, out_type: Any, k: int, **kw: Any) -> nn.Module:
     """R2Conv with 'same' padding, no bias (a BatchNorm follows), fast generalised He init."""
     if lib == "escnn":
@@ -203,25 +114,6 @@ def make_r2conv(lib: str, in_type: Any, out_type: Any, k: int, **kw: Any) -> nn.
     fast_he_init_(conv)
     unshare_basis(conv)
     return conv
-
-
-def unshare_basis(conv: nn.Module) -> None:
-    """Give the conv its own block-expansion modules (sharing the sampled-basis tensors, no copy).
-
-    escnn and e2cnn cache each sampled basis as one module object and hand that same object to every conv that
-    needs it, in every model of the process. `model.to(device/dtype)` converts buffers by reassigning them on the
-    module object, so moving one model would silently move the basis of every other model built in the process
-    (a CPU float32 model then fails after a CUDA or float64 one). A shallow copy with its own buffer dict keeps the
-    tensors shared until a conversion, which then only affects this conv.
-    """
-    exp = conv.basisexpansion if library_of(conv) == "escnn" else conv._basisexpansion
-    for name, blk in list(exp._modules.items()):
-        if name.startswith("block_expansion_") and blk is not None:
-            own = copy.copy(blk)
-            own._parameters = dict(blk._parameters)
-            own._buffers = dict(blk._buffers)
-            own._modules = dict(blk._modules)
-            exp._modules[name] = own
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -356,46 +248,3 @@ def bn_param_count(gspace: Any, bn_name: str, reprs: Sequence[Any]) -> int:
             _BN_PER_FIELD[key] = sum(p.numel() for p in bn.parameters())
         total += n * _BN_PER_FIELD[key]
     return total
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# escnn build speed: an in-process memo in front of escnn's on-disk (joblib) Clebsch-Gordan cache
-# ---------------------------------------------------------------------------------------------------------------
-_ESCNN_MEMO_INSTALLED = False
-
-
-def install_escnn_memo() -> None:
-    """Memoise escnn's Clebsch-Gordan look-ups in memory (idempotent).
-
-    escnn keeps CG coefficients in a joblib disk cache and reloads them from disk on *every* call; iterating the
-    attributes of a kernel basis calls it thousands of times (about 2 ms each), which dominated building D_N/O(2)
-    models. The memo returns copies of exactly what escnn's cached function returns, so results are unchanged.
-    """
-    global _ESCNN_MEMO_INSTALLED
-    if _ESCNN_MEMO_INSTALLED:
-        return
-    import copy
-
-    import escnn.group._clebsh_gordan as cg
-
-    def memo(fn):
-        store: dict = {}
-
-        def wrapper(*args, **kwargs):
-            key = (args, tuple(sorted(kwargs.items())))
-            try:
-                hash(key)
-            except TypeError:
-                return fn(*args, **kwargs)
-            if key not in store:
-                store[key] = fn(*args, **kwargs)
-            return copy.deepcopy(store[key])
-
-        wrapper._equibench_memo = True
-        return wrapper
-
-    for name in ("_clebsh_gordan_tensor", "_find_tensor_decomposition"):
-        fn = getattr(cg, name, None)
-        if fn is not None and not getattr(fn, "_equibench_memo", False):
-            setattr(cg, name, memo(fn))
-    _ESCNN_MEMO_INSTALLED = True

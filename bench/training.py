@@ -243,9 +243,10 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
 
 
 def _derived_key(key: str) -> bool:
-    """State entries escnn derives from the architecture (basis-expansion indices and samples, eval-mode
-    filter caches): rebuilt by the constructor / `.eval()`, never loaded (some are shared, read-only views)."""
-    return key.endswith((".filter", ".expanded_bias")) or "._basisexpansion." in key
+    """State entries an escnn/e2cnn model derives from its architecture (see `baselines.escnn_compat`)."""
+    from baselines.escnn_compat import derived_state_key
+
+    return derived_state_key(key)
 
 
 def load_trained(model_name: str, path: str | os.PathLike[str], in_channels: int, num_classes: int,

@@ -48,7 +48,7 @@ class Table:
     rows: list[list[Cell]]
     numeric: list[bool]
     source: str = ""                                           # CSV table name (data-table)
-    row_keys: list[str] = field(default_factory=list)          # data-key of each row (the model)
+    row_keys: list[str] = field(default_factory=list)          # data-row: the row index in the CSV table
     groups: list[tuple[str, int]] = field(default_factory=list)  # optional header row above: (label, span)
     caption: str = ""
     title: str = ""
@@ -114,8 +114,8 @@ def build_table(df: pd.DataFrame, columns: Sequence[tuple[str, str, Format, str]
             else:
                 groups.append((g, 1))
     return Table(columns=[h for _, h, _, _ in shown], rows=rows, numeric=[r.numeric for r in rows[0]],
-                 source=source, row_keys=[str(rec.get("model", "")) for rec in records], groups=groups,
-                 caption=caption, title=title, id=id)
+                 source=source, row_keys=[str(i) for i in df.index], groups=groups, caption=caption, title=title,
+                 id=id)
 
 
 HEADLINE_COLUMNS = [

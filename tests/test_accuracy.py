@@ -10,12 +10,16 @@ from torch import nn
 
 from bench.contract import INVARIANT, SymmetryContract
 from bench.errors import UsageError
-from bench.jobs import Job, RunContext
+from bench.jobs import RunContext
 from bench.models import MODELS, register_model
-from bench.protocols import accuracy
-from bench.protocols.accuracy import DEFAULTS, validate_settings
+from bench.protocols import get_protocol
+from bench.protocols.accuracy import AccuracySettings
 from bench.rotation import parse_angles
-from bench.training import evaluate_rotations
+from bench.training import evaluate_rotations, load_trained
+from protocol_helpers import make_job, run_job
+
+ACC = get_protocol("accuracy")
+validate_settings = ACC.settings
 
 TINY = "_test_tiny_acc"
 TINY_D4 = "_test_tiny_acc_d4"
@@ -53,8 +57,8 @@ FAST = {"epochs": 2, "batch_size": 128, "lr": 3e-3, "train_limit": 400, "test_li
 
 def run(tmp_path, model=TINY, seed=0, **settings):
     ctx = RunContext(out_dir=tmp_path)
-    job = Job("accuracy", model, "rotdigits", seed, settings={**FAST, **settings})
-    return job, ctx, accuracy.run(job, ctx)
+    job = make_job("accuracy", model, "rotdigits", seed, **{**FAST, **settings})
+    return job, ctx, run_job(job, ctx)
 
 
 def by(rows, **match):
@@ -74,11 +78,11 @@ def test_parse_angles():
 
 def test_validate_settings():
     s = validate_settings({})
-    assert s == DEFAULTS and s is not DEFAULTS
-    assert validate_settings({"conditions": "rotation"})["conditions"] == ["rotation"]
+    assert s == AccuracySettings() and s.conditions is not AccuracySettings().conditions
+    assert validate_settings({"conditions": "rotation"}).conditions == ["rotation"]
     with pytest.raises(UsageError) as err:
         validate_settings({"epoch": 3})
-    assert "Did you mean 'epochs'" in str(err.value) and "Valid settings: epochs, batch_size" in str(err.value)
+    assert "Did you mean 'epochs'" in str(err.value) and "Valid settings: angles, batch_size" in str(err.value)
     for key, bad, hint in [("epochs", 0, ">= 1"), ("optimizer", "rmsprop", "adam, adamw, sgd"),
                            ("schedule", "step", "cosine, none"), ("conditions", ["flip"], "upright, rotation"),
                            ("conditions", [], "non-empty"), ("rotation", "lanczos", "bilinear"),
@@ -111,18 +115,19 @@ def test_rows_and_checkpoint(tmp_path):
         assert all(r["rotation"] == "bilinear" and r["mask"] is False for r in mine)
         assert math.isfinite(by(mine, metric="train_loss_final")[0]["value"])
 
-        path = ctx.checkpoint_path(TINY, "rotdigits", 0, cond)
+        path = ctx.checkpoint_path(TINY, "rotdigits", 0, cond, job.job_id)
         assert path.is_file() and not list(path.parent.glob("*.part"))
-        model = accuracy.load_trained(TINY, path, 1, 10)
+        assert all(r["checkpoint"] == path.name for r in mine)
+        model = load_trained(TINY, path, 1, 10)
         assert not model.training
         with pytest.raises(UsageError, match="holds a trained"):
-            accuracy.load_trained(TINY_D4, path, 1, 10)
+            load_trained(TINY_D4, path, 1, 10)
     # the reloaded upright model reproduces its evaluation exactly
     from bench.datasets import create_dataset
     from bench.training import fixed_subset
 
     test = fixed_subset(create_dataset("rotdigits", "test"), FAST["test_limit"])
-    model = accuracy.load_trained(TINY, ctx.checkpoint_path(TINY, "rotdigits", 0, "upright"), 1, 10)
+    model = load_trained(TINY, ctx.checkpoint_path(TINY, "rotdigits", 0, "upright", job.job_id), 1, 10)
     again = evaluate_rotations(model, test, [0.0, 90.0], flips=False)
     first = {r["angle_deg"]: r["value"] for r in by(rows, condition="upright", reflect="none") if "summary" not in r
              and r["metric"] == "accuracy"}
@@ -157,7 +162,7 @@ def test_divergence_raises_floating_point_error(tmp_path):
 
 def test_needs_a_dataset(tmp_path):
     with pytest.raises(UsageError, match="needs a dataset"):
-        accuracy.run(Job("accuracy", TINY, None, 0), RunContext(out_dir=tmp_path))
+        run_job(make_job("accuracy", TINY, None, 0), RunContext(out_dir=tmp_path))
 
 
 def test_real_loader_through_ctx_data_dir(tmp_path):
@@ -168,7 +173,7 @@ def test_real_loader_through_ctx_data_dir(tmp_path):
     import numpy as np
 
     with pytest.raises(UsageError, match="MNIST"):
-        accuracy.run(Job("accuracy", TINY, "mnist", 0, settings=FAST), RunContext(out_dir=tmp_path, data_dir=tmp_path))
+        run_job(make_job("accuracy", TINY, "mnist", 0, **FAST), RunContext(out_dir=tmp_path, data_dir=tmp_path))
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -179,9 +184,10 @@ def test_real_loader_through_ctx_data_dir(tmp_path):
             gzip.compress(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes()))
         (raw / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(struct.pack(">II", 2049, n) + labels.tobytes()))
     ctx = RunContext(out_dir=tmp_path / "run", data_dir=tmp_path)
-    rows = accuracy.run(Job("accuracy", TINY, "mnist", 0, settings={**FAST, "epochs": 1, "angles": [0, 90]}), ctx)
+    job = make_job("accuracy", TINY, "mnist", 0, **{**FAST, "epochs": 1, "angles": [0, 90]})
+    rows = run_job(job, ctx)
     assert len([r for r in rows if r["metric"] == "accuracy" and "summary" not in r]) == 4
-    assert ctx.checkpoint_path(TINY, "mnist", 0).is_file()
+    assert ctx.checkpoint_path(TINY, "mnist", 0, "upright", job.job_id).is_file()
 
 
 # -- the real zoo: plain cnn vs GMR-Conv ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ escnn_nn = pytest.importorskip("escnn.nn")
 from escnn import gspaces  # noqa: E402
 from escnn.nn.init import _generalized_he_init_variances  # noqa: E402
 
-from baselines.steerable import fast_he_init_, he_variances  # noqa: E402
+from baselines.escnn_compat import fast_he_init_, he_variances  # noqa: E402
 
 
 def _escnn_cases():
@@ -107,3 +107,17 @@ def test_escnn_models_build_fast_once_the_library_is_warm():
         t = time.perf_counter()
         create_model(name, 1, 10)
         assert time.perf_counter() - t < 2.0, name
+
+
+def test_version_check_names_the_pinned_version(monkeypatch):
+    import importlib.metadata
+
+    from baselines import escnn_compat
+
+    monkeypatch.setattr(escnn_compat, "_CHECKED", set())
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "9.9.9")
+    with pytest.warns(RuntimeWarning, match=r"written for escnn 1\.0\.11; found 9\.9\.9"):
+        escnn_compat.check_versions("escnn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        escnn_compat.check_versions("escnn")  # once per library

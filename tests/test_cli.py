@@ -77,3 +77,59 @@ def test_missing_dataset_exits_2_naming_the_files(run_cli, tmp_path):
     assert res.returncode == 2, res.stderr
     assert "mnist_all_rotation_normalized_float_test.amat" in res.stderr or "amat" in res.stderr
     assert not out.exists()
+
+
+def test_list_protocols_describes_each(run_cli):
+    res = run_cli("list", "protocols")
+    lines = res.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["accuracy", "efficiency", "equivariance"]
+    assert all(len(line.split()) > 3 for line in lines)
+
+
+def test_out_naming_a_file_exits_2(run_cli, tmp_path):
+    target = tmp_path / "results.txt"
+    target.write_text("not a folder")
+    res = run_cli("run", "--profile", "smoke", "--out", target)
+    assert res.returncode == 2 and "is an existing file" in res.stderr and "Traceback" not in res.stderr
+    assert target.read_text() == "not a folder"
+
+
+def test_second_run_on_the_same_folder_exits_2_naming_the_holder(run_cli, cli_env, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    profile = tmp_path / "slow.toml"
+    profile.write_text('name = "slow"\nmodels = ["plugin_models:slow"]\nprotocols = ["equivariance"]\n'
+                       'seeds = [0, 1, 2, 3, 4, 5]\ndevice = "cpu"\nthreads = 1\n[equivariance]\nangles = [0]\n'
+                       'num_images = 1\nfloor = false\nlie_derivative = false\nmodel_kwargs = { delay = 2.0 }\n')
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "bench", "run", "--profile", str(profile), "--out", str(out), "--no-report"]
+    first = subprocess.Popen(cmd, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (out / "results.jsonl").exists():
+            time.sleep(0.05)
+        second = run_cli("run", "--profile", profile, "--out", out, "--resume", "--no-report")
+        assert second.returncode == 2, second.stderr
+        assert f"in use by process {first.pid}" in second.stderr
+    finally:
+        assert first.wait(timeout=120) == 0
+    ids = [json.loads(line)["job_id"] for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 6  # nothing was run twice
+
+
+def test_all_ok_exits_0_and_a_broken_renderer_exits_1_after_writing_results(run_cli, cli_env, tmp_path):
+    out = tmp_path / "ok"
+    res = run_cli("run", "--profile", "smoke", "--models", "plugin_models:build", "--out", out, "--angles", "0,90")
+    assert res.returncode == 0, res.stderr
+    fake = tmp_path / "fake"
+    (fake / "reports").mkdir(parents=True)
+    (fake / "reports" / "__init__.py").write_text('raise ImportError("renderer deliberately broken")\n')
+    cli_env["PYTHONPATH"] = f"{fake}:{cli_env['PYTHONPATH']}"
+    out2 = tmp_path / "broken"
+    res = run_cli("run", "--profile", "smoke", "--models", "plugin_models:build", "--out", out2, "--angles", "0,90")
+    assert res.returncode == 1
+    assert "renderer deliberately broken" in res.stderr
+    assert (out2 / "results.csv").exists() and (out2 / "tables" / "headline.csv").exists()
+    assert not (out2 / "report.html").exists()

@@ -15,9 +15,15 @@ from bench.contract import SCALAR, SymmetryContract
 from bench.cost.flops import conv2d_flops
 from bench.cost.ratios import ratio_table
 from bench.errors import UsageError
-from bench.jobs import Job, RunContext
+import dataclasses
+
+from bench.jobs import RunContext
 from bench.protocols import efficiency as eff
+from bench.protocols import get_protocol
 from bench.runner import execute_job
+from protocol_helpers import make_job, run_job
+
+EFF = get_protocol("efficiency")
 
 FAST = {"warmup": 1, "min_run_time": 0.005, "min_runs": 3, "kernel_sizes": [], "channels": [], "resolutions": [],
         "batch_sizes": [], "threads": 1}
@@ -25,8 +31,7 @@ NO_MEMORY = ["params", "build_s", "flops", "latency_ms"]
 
 
 def run(model, tmp_path, **settings):
-    job = Job("efficiency", model, None, 0, settings={**FAST, **settings})
-    return eff.run(job, RunContext(out_dir=tmp_path))
+    return run_job(make_job("efficiency", model, None, 0, **{**FAST, **settings}), RunContext(out_dir=tmp_path))
 
 
 def frame(rows):
@@ -64,17 +69,16 @@ def broken_layer(in_channels, num_classes, kernel_size=3, channels=None):
 
 # -- settings ------------------------------------------------------------------------------------------------
 def test_validate_settings_merges_defaults():
-    s = eff.validate_settings({"batch": 4})
-    assert s["batch"] == 4 and s["resolution"] == eff.DEFAULTS["resolution"]
-    assert set(s) == set(eff.DEFAULTS)
-    assert eff.validate_settings(None) == eff.validate_settings({})
+    s = EFF.settings({"batch": 4})
+    assert s.batch == 4 and s.resolution == eff.EfficiencySettings().resolution
+    assert EFF.settings(None) == EFF.settings({}) == eff.EfficiencySettings()
 
 
 def test_validate_settings_rejects_unknown_keys_naming_the_valid_ones():
     with pytest.raises(UsageError) as err:
-        eff.validate_settings({"kernel_size_sweep": [3]})
+        EFF.settings({"kernel_size_sweep": [3]})
     msg = str(err.value)
-    assert "kernel_size_sweep" in msg and "Valid keys" in msg and "kernel_sizes" in msg
+    assert "kernel_size_sweep" in msg and "Valid settings" in msg and "kernel_sizes" in msg
 
 
 @pytest.mark.parametrize("bad", [{"kernel_sizes": [3, 4]}, {"batch": 0}, {"modes": ["eval", "fast"]},
@@ -84,11 +88,12 @@ def test_validate_settings_rejects_unknown_keys_naming_the_valid_ones():
 def test_validate_settings_rejects_bad_values(bad):
     key = next(iter(bad))
     with pytest.raises(UsageError, match=key):
-        eff.validate_settings(bad)
+        EFF.settings(bad)
 
 
 def test_plan_points_one_factor_at_a_time():
-    s = eff.validate_settings({"kernel_sizes": [3, 5], "channels": [8], "resolutions": [96], "batch_sizes": [2]})
+    s = dataclasses.asdict(EFF.settings({"kernel_sizes": [3, 5], "channels": [8], "resolutions": [96],
+                                         "batch_sizes": [2]}))
     layer = eff.plan_points(s, "layer")
     assert [sw for sw, _ in layer] == ["base", "kernel_size", "kernel_size", "channels", "resolution", "batch"]
     base = layer[0][1]
@@ -198,16 +203,16 @@ def test_build_failure_fails_the_job_at_the_base_point_but_not_at_a_sweep_point(
     df = frame(run("test_efficiency:broken_layer", tmp_path, level="layer", metrics=["params"],
                    sweep_metrics=["params"], kernel_size=3, kernel_sizes=[5]))
     assert set(df[df["sweep"] == "kernel_size"]["status"]) == {"error"}
-    job = Job("efficiency", "test_efficiency:broken_layer", None, 0,
-              settings={**FAST, "level": "layer", "metrics": ["params"], "kernel_size": 5})
+    job = make_job("efficiency", "test_efficiency:broken_layer", None, 0,
+                   **{**FAST, "level": "layer", "metrics": ["params"], "kernel_size": 5})
     status, rows, message = execute_job(job, RunContext(out_dir=tmp_path))
     assert status == "error" and "cannot build" in message and rows == []
 
 
 def test_runner_keeps_row_statuses(tmp_path):
-    job = Job("efficiency", "bench.cost.calibration:oom_model", None, 0,
-              settings={**FAST, "level": "layer", "metrics": ["flops"], "sweep_metrics": ["flops"], "resolution": 8,
-                        "resolutions": [96], "layer_channels": 2})
+    job = make_job("efficiency", "bench.cost.calibration:oom_model", None, 0,
+                   **{**FAST, "level": "layer", "metrics": ["flops"], "sweep_metrics": ["flops"], "resolution": 8,
+                      "resolutions": [96], "layer_channels": 2})
     status, rows, _ = execute_job(job, RunContext(out_dir=tmp_path))
     assert status == "ok"
     assert {r["status"] for r in rows} == {"ok", "oom"}
@@ -234,6 +239,11 @@ def test_ratio_table_against_the_references_of_the_same_run():
         _row("gmr", "equivariance_error", 0.1, protocol="equivariance"),
     ]
     out = ratio_table(pd.DataFrame(rows))
+    assert (out[out["model"] == out["reference"]]["ratio"] == 1.0).all()  # the references themselves
+    lone = out[(out["model"] == "gmr") & (out["metric"] == "flops")]
+    assert len(lone) == 1 and lone["ratio"].isna().all()  # no cnn flops in this run: no ratio
+    assert not ((out["metric"] == "peak_memory_mb") & (out["model"] == "layer_gmr")).any()  # oom: no value
+    out = out[(out["model"] != out["reference"]) & out["ratio"].notna()]
     got = {(r.model, r.metric, r.mode, r.resolution): (r.reference, r.ratio) for r in out.itertuples()}
     assert got == {
         ("layer_gmr", "flops", "eval", 32): ("layer_conv2d", 0.5),
@@ -250,10 +260,10 @@ def test_ratio_table_on_real_protocol_rows(tmp_path):
     b = run("bench.cost.calibration:conv_layer", tmp_path, level="layer", metrics=["flops", "params"],
             layer_channels=4, kernel_size=9)
     # kernel_size differs, so point by point nothing matches; compare on equal points by relabelling
-    df = pd.DataFrame([{**r, "model": "ref", "protocol": "efficiency"} for r in a]
-                      + [{**r, "model": "big", "kernel_size": 3, "protocol": "efficiency"} for r in b])
-    out = ratio_table(df, references={"layer": "ref", "network": "ref"})
-    ratios = out.set_index(["metric", "mode"])["ratio"]
+    df = pd.DataFrame([{**r, "model": "layer_conv2d", "protocol": "efficiency"} for r in a]
+                      + [{**r, "model": "layer_gmr", "kernel_size": 3, "protocol": "efficiency"} for r in b])
+    out = ratio_table(df)
+    ratios = out[out["model"] == "layer_gmr"].set_index(["metric", "mode"])["ratio"]
     assert ratios[("flops", "eval")] == pytest.approx(9.0)
     assert ratios[("flops", "train")] == pytest.approx(9.0)
 

@@ -13,7 +13,8 @@ from bench.equivariance_metrics import (
     roundtrip_floor,
 )
 from bench.errors import UsageError
-from bench.protocols.equivariance import measure, validate_settings
+from bench.protocols import get_protocol
+from bench.protocols.equivariance import measure
 from bench.rotation import bandlimited_images, parse_angles
 
 
@@ -71,7 +72,7 @@ def x():
 
 @pytest.fixture(scope="module")
 def settings():
-    return validate_settings({"angles": "0:360:15", "rotation": "bicubic", "per_layer": False})
+    return get_protocol("equivariance").settings({"angles": "0:360:15", "rotation": "bicubic", "per_layer": False})
 
 
 def test_identity_model_has_zero_error_everywhere(x, settings):
@@ -84,7 +85,7 @@ def test_identity_model_has_zero_error_everywhere(x, settings):
 def test_blur_sits_exactly_on_the_blur_floor_and_is_exact_on_the_grid(x, settings):
     rows = measure(Blur().double(), x, settings)
     err = errors(rows)
-    floor = dict(zip(settings["angles"], blur_floor(x, settings["angles"], "bicubic", 1.5).tolist()))
+    floor = dict(zip(parse_angles(settings.angles), blur_floor(x, parse_angles(settings.angles), "bicubic", 1.5).tolist()))
     for a, e in err.items():
         assert e == pytest.approx(floor[a], rel=1e-9, abs=1e-15)
     assert err[90] < 1e-12 and err[180] < 1e-12
@@ -164,10 +165,10 @@ def test_angle_parsing_and_validation():
     for bad in ("0:360:0", "a:b:c", "360:0:5"):
         with pytest.raises(UsageError):
             parse_angles(bad)
-    with pytest.raises(UsageError, match="valid"):
-        validate_settings({"angle": "0:90:10"})
+    with pytest.raises(UsageError, match="(?i)valid"):
+        get_protocol("equivariance").settings({"angle": "0:90:10"})
     with pytest.raises(UsageError, match="fourier"):
-        validate_settings({"rotation": "lanczos"})
+        get_protocol("equivariance").settings({"rotation": "lanczos"})
 
 
 def test_feature_maps_get_their_own_floor(x, settings):

@@ -4,16 +4,16 @@ through the same `run(job, ctx)` path the CLI uses."""
 import pytest
 import torch
 
-from bench.jobs import Job, RunContext
-from bench.protocols.equivariance import run
+from bench.jobs import RunContext
+from protocol_helpers import make_job, run_job
 
 GRID = [0.0, 90.0, 180.0, 270.0]
 
 
 def measure(model, tmp_path, angles=(0, 45, 90, 180, 270), rotation="bicubic", **extra):
     settings = {"angles": list(angles), "rotation": rotation, "num_images": 4, "lie_derivative": False,
-                "floor": False, "per_layer": False, **extra}
-    return run(Job("equivariance", model, None, 0, "cpu", settings), RunContext(out_dir=tmp_path))
+                "floor": False, "per_layer": False, "weights": ["init"], **extra}
+    return run_job(make_job("equivariance", model, None, 0, **settings), RunContext(out_dir=tmp_path))
 
 
 def err(rows, angle, reflect="none", feature=None, metric=None):
@@ -79,13 +79,15 @@ def test_trained_checkpoint_is_measured_too(tmp_path, name):
     model = create_model(name, in_channels=1, num_classes=10)
     with torch.no_grad():
         next(model.parameters()).add_(1.0)  # differs from the init the protocol builds
-    path = ctx.checkpoint_path(name, "rotdigits", 0)
+    producer = "0123456789abcdef"  # the id of the accuracy job this one depends on
+    path = ctx.checkpoint_path(name, "rotdigits", 0, "upright", producer)
     path.parent.mkdir(parents=True)
     torch.save({"state_dict": model.state_dict()}, path)
     settings = {"angles": [0.0, 45.0], "num_images": 2, "lie_derivative": False, "floor": False,
                 "per_layer": False, "reflections": False}
-    rows = run(Job("equivariance", name, "rotdigits", 0, "cpu", settings), ctx)
+    rows = run_job(make_job("equivariance", name, "rotdigits", 0, depends_on=(producer,), **settings), ctx)
     assert {r["weights"] for r in rows} == {"init", "trained"}
+    assert {r["checkpoint"] for r in rows if r["weights"] == "trained"} == {path.name}
     at45 = {r["weights"]: r["value"] for r in rows if r["metric"] == "invariance_error" and r["angle_deg"] == 45
             and r["feature"] == "logits"}
     assert at45["init"] != at45["trained"]
@@ -120,10 +122,19 @@ def test_per_stage_attribution_blames_exactly_the_plain_convolutions():
     cnn = attribution_rows(create_model("cnn", 1, 10).eval(), x, 90.0, "bicubic")
     assert cnn, "cnn exposes a sequential body"
     for row in cnn:
-        if row["layer"].endswith(":Conv2d"):
+        if row["stage"].endswith(":Conv2d"):
             assert row["value"] > 0.3, row
         else:
             assert row["value"] < 1e-6, row
     gmr = attribution_rows(create_model("gmr", 1, 10).eval(), x, 90.0, "bicubic")
     assert gmr and max(r["value"] for r in gmr) < 1e-5
-    assert any(r["layer"].endswith(":GMRConv2d") for r in gmr)
+    assert any(r["stage"].endswith(":GMRConv2d") for r in gmr)
+    assert [r["stage_index"] for r in gmr] == list(range(len(gmr)))  # execution order
+
+
+def test_trained_weights_without_their_checkpoint_fail_loudly(tmp_path):
+    """A dependent job whose prerequisite left no checkpoint is an error, never a silent init-only result."""
+    job = make_job("equivariance", "cnn", "rotdigits", 0, depends_on=("feedfacefeedface",), angles=[0.0],
+                   num_images=1, lie_derivative=False, floor=False, per_layer=False, reflections=False)
+    with pytest.raises(FileNotFoundError, match="feedfacefeedface"):
+        run_job(job, RunContext(out_dir=tmp_path))

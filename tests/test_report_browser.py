@@ -75,29 +75,28 @@ def run_chromium(binary: str, profile_dir: Path, *args: str) -> subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> Path | None:
-    """A realistic synthetic report (not rendered when there is no browser: each test skips/fails first)."""
-    from reports import render_report
-    from reports.demo import write_demo_run
-
+def rendered(request) -> Path | None:
+    """The report of the real end-to-end sweep (tests/conftest.py `e2e_run`); None without a browser, where
+    each test skips (or fails, when a browser is required) before using it."""
     if find_chromium() is None:
         return None
-    run = write_demo_run(tmp_path_factory.mktemp("browser-run"), seeds=(0, 1), angle_step=15.0)
-    return render_report(run)
+    out, _ = request.getfixturevalue("e2e_run")
+    return out / "report.html"
 
 
 def test_dom_has_tables_and_figures(rendered, tmp_path):
     chromium = require_chromium()
     dom = run_chromium(chromium, tmp_path / "profile", "--dump-dom", rendered.as_uri()).stdout
     assert "<script" not in dom
-    headline = re.search(r'<div class="table-block" id="headline">(.*?)</table>', dom, re.S)
-    assert headline, "headline table missing from the DOM"
-    models = re.findall(r'<td class="txt key">([^<]+)</td>', headline.group(1))
-    assert models == ["c4", "c8", "cnn", "gmr", "layer_c8", "layer_conv2d", "layer_gmr"]
+    for level, want in (("network", ["cnn", "gmr"]), ("layer", ["layer_conv2d", "layer_gmr"])):
+        headline = re.search(rf'<div class="table-block" id="headline-{level}">(.*?)</table>', dom, re.S)
+        assert headline, f"{level} headline table missing from the DOM"
+        models = re.findall(r'<td class="txt key" data-col="model"><span class="v">([^<]+)</span>', headline.group(1))
+        assert models == want
     for section in ("environment", "headline", "equivariance", "accuracy", "efficiency", "failed"):
         assert f'id="{section}"' in dom
     assert dom.count('<img src="data:image/png;base64,') >= 6
-    assert "equivariance:e2_wrn:seed0" in dom and "timeout" in dom
+    assert "accuracy:plugin_models:broken/rotdigits:seed0" in dom and "always fails" in dom
 
 
 def test_images_decode_and_tables_are_visible(rendered, tmp_path):
@@ -116,8 +115,9 @@ def test_images_decode_and_tables_are_visible(rendered, tmp_path):
     assert len(result["tables"]) >= 8
     for table in result["tables"]:
         assert table["rows"] >= 2 and table["box"]["w"] > 0 and table["box"]["h"] > 0 and not table["hidden"]
-    headline = next(t for t in result["tables"] if t["owner"] == "headline")
-    assert headline["overflow"] <= 0, "headline table needs horizontal scrolling at 1280 px"
+    for owner in ("headline-network", "headline-layer"):
+        headline = next(t for t in result["tables"] if t["owner"] == owner)
+        assert headline["overflow"] <= 0, f"{owner} table needs horizontal scrolling at 1280 px"
 
 
 def test_screenshot_is_not_blank(rendered, tmp_path):

@@ -17,7 +17,7 @@ RATIO_METRICS = ("params", "flops", "latency_ms", "peak_memory_mb", "build_s")
 POINT_COLUMNS = ("metric", "unit", "mode", "stat", "memory", "batch", "resolution", "kernel_size", "channels",
                  "threads", "device", "dtype")
 OUT_COLUMNS = ["model", "level", "reference", "sweeps", *POINT_COLUMNS, "value", "reference_value", "ratio"]
-_UNSET = "\0"  # stands in for a missing point column inside the group-by
+_UNSET = "<unset>"  # stands in for a missing point column inside the group-by (pandas drops NaN keys)
 
 
 def ratio_table(rows: pd.DataFrame, references: dict[str, str] | None = None) -> pd.DataFrame:
@@ -32,6 +32,11 @@ def ratio_table(rows: pd.DataFrame, references: dict[str, str] | None = None) ->
     if rows is None or rows.empty or "metric" not in rows.columns:
         return pd.DataFrame(columns=OUT_COLUMNS)
     d = rows[rows["metric"].isin(RATIO_METRICS)].copy()
+    if "protocol" in d.columns:
+        d = d[d["protocol"].fillna("efficiency") == "efficiency"]
+    if "status" in d.columns:
+        d = d[d["status"].fillna("ok") == "ok"]
+    d = d[pd.to_numeric(d["value"], errors="coerce").notna()]
     if d.empty:
         return pd.DataFrame(columns=OUT_COLUMNS)
     for col in (*POINT_COLUMNS, "sweep"):

@@ -29,7 +29,7 @@ import torch
 
 from bench import equivariance_metrics as em
 from bench import settings as st
-from bench.aggregate import at_angle, non_grid, ok_rows, seed_stats
+from bench.aggregate import MISSING, at_angle, non_grid, ok_rows, seed_stats, with_keys
 from bench.contract import FieldSpec, SymmetryContract, contract_of, exposed_features
 from bench.errors import UsageError
 from bench.fields import apply_rho, group_pool, in_group
@@ -495,9 +495,9 @@ def summary_rows(by_angle: pd.DataFrame) -> list[dict[str, Any]]:
     if by_angle.empty:
         return rows
     keys = [*CASE_KEYS, "metric", "feature", "reflect"]
-    filled = by_angle.assign(**{k: by_angle[k].fillna("\0") for k in keys})
+    filled = with_keys(by_angle, keys)
     for key, g in filled.groupby(keys, sort=True):
-        row = {k: (None if v == "\0" else v) for k, v in zip(keys, key)}
+        row = {k: (None if v == MISSING else v) for k, v in zip(keys, key)}
         worst = min if row["metric"] == "prediction_agreement" else max
         ng = non_grid(g)
         row["mean_non_grid"] = ng["mean"].mean() if not ng.empty else None
