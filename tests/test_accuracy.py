@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from protocol_helpers import make_job, run_job
 from torch import nn
 
 from bench.contract import INVARIANT, SymmetryContract
@@ -16,7 +17,6 @@ from bench.protocols import get_protocol
 from bench.protocols.accuracy import AccuracySettings
 from bench.rotation import parse_angles
 from bench.training import evaluate_rotations, load_trained
-from protocol_helpers import make_job, run_job
 
 ACC = get_protocol("accuracy")
 validate_settings = ACC.settings

@@ -4,24 +4,23 @@ Plugin models used here live in this module (tests/ is on sys.path, see conftest
 (importable from the memory probe's subprocess too). Timing values are never asserted.
 """
 
+import dataclasses
 import importlib.util
 
 import pandas as pd
 import pytest
 import torch
+from protocol_helpers import make_job, run_job
 from torch import nn
 
 from bench.contract import SCALAR, SymmetryContract
 from bench.cost.flops import conv2d_flops
 from bench.cost.ratios import ratio_table
 from bench.errors import UsageError
-import dataclasses
-
 from bench.jobs import RunContext
 from bench.protocols import efficiency as eff
 from bench.protocols import get_protocol
 from bench.runner import execute_job
-from protocol_helpers import make_job, run_job
 
 EFF = get_protocol("efficiency")
 

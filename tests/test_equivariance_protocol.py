@@ -3,9 +3,9 @@ through the same `run(job, ctx)` path the CLI uses."""
 
 import pytest
 import torch
+from protocol_helpers import make_job, run_job
 
 from bench.jobs import RunContext
-from protocol_helpers import make_job, run_job
 
 GRID = [0.0, 90.0, 180.0, 270.0]
 

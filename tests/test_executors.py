@@ -3,10 +3,11 @@
 import json
 import os
 
+from protocol_helpers import make_job
+
 from bench.executors import _parameters, ingest_orphans, run_submitit
 from bench.jobs import Job, RunContext
 from bench.results import ResultsStore
-from protocol_helpers import make_job
 
 SETTINGS = {"angles": [0.0, 90.0], "num_images": 2, "lie_derivative": False, "floor": False, "weights": ["init"]}
 

@@ -8,11 +8,11 @@ import sys
 import time
 
 import pandas as pd
+from protocol_helpers import make_job
 
 from bench.jobs import RunContext
 from bench.results import ResultsStore
 from bench.runner import execute_job, run_local
-from protocol_helpers import make_job
 
 FAST_EQ = '[equivariance]\nangles = "0:360:90"\nnum_images = 2\nlie_derivative = false\nfloor = false\n'
 
