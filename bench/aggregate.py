@@ -73,8 +73,3 @@ def at_angle(d: pd.DataFrame, angle: float) -> pd.DataFrame:
     a = pd.to_numeric(column(d, ANGLE), errors="coerce")
     return d[(a - angle).abs() < 1e-6]
 
-
-def first_present(values: Iterable[object], preference: Sequence[object]) -> object | None:
-    """The first of `preference` that occurs in `values` (None when none does)."""
-    present = set(values)
-    return next((p for p in preference if p in present), None)

@@ -50,16 +50,3 @@ def run_lock(out_dir: Path) -> Iterator[None]:
     finally:
         fh.close()  # closing releases the lock
 
-
-def is_locked(out_dir: Path) -> bool:
-    """Whether a live process holds the run folder's lock (a probe that takes and drops it)."""
-    path = Path(out_dir) / LOCK_FILE
-    if not path.exists():
-        return False
-    with open(path) as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-    return False

@@ -124,10 +124,6 @@ class ResultsStore:
         """Ids whose latest record is ok (what `--resume` skips; failed and skipped jobs run again)."""
         return {k for k, status in self.statuses().items() if status == OK}
 
-    def failed(self) -> list[dict[str, Any]]:
-        """Latest records of jobs whose status is not ok."""
-        return [r for r in self.latest().values() if r["status"] != OK]
-
     def frame(self) -> pd.DataFrame:
         """results.csv as a DataFrame: every row of every ok job, plus one row per job that did not finish ok
         (its status and message, no value), so a reader of the CSV sees failures too."""

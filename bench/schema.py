@@ -10,7 +10,6 @@ misspelled column fails the job (and its test) instead of silently creating a ne
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Required, TypedDict, get_type_hints
 
@@ -37,10 +36,6 @@ STATUS, MESSAGE, JOB_ID = "status", "message", "job_id"
 # Columns every row of results.csv has, in this order (protocol-specific columns follow, sorted).
 COLUMNS = [MODEL, PROTOCOL, DATASET, METRIC, VALUE, UNIT, ANGLE, REFLECT, MODE, SEED, DEVICE, DTYPE, STATUS,
            MESSAGE, JOB_ID]
-# Columns the runner adds to every row (a protocol never writes them).
-RUNNER_COLUMNS = (MODEL, PROTOCOL, DATASET, SEED, DEVICE, DTYPE, JOB_ID)
-
-REFLECTIONS = ("none", "h", "v")    # none; horizontal flip (x[..., ::-1]) first; vertical flip = (180°, h)
 
 
 class Row(TypedDict, total=False):
@@ -124,8 +119,6 @@ def is_grid_angle(angle_deg: float) -> bool:
     return r < _ANGLE_TOL or GRID_STEP - r < _ANGLE_TOL
 
 
-def same_angle(a: float, b: float) -> bool:
-    return math.isclose(float(a), float(b), abs_tol=_ANGLE_TOL)
 
 
 LEVELS = ("layer", "network")

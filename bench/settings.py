@@ -74,13 +74,6 @@ def as_dict(settings: Any) -> dict[str, Any]:
     return _copy(dataclasses.asdict(settings))
 
 
-def describe(cls: type) -> list[tuple[str, Any, str, str]]:
-    """(name, default, expects, doc) of every setting: for docs and `equibench list settings`."""
-    out = []
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        out.append((f.name, default, f.metadata.get("expects", ""), f.metadata.get("doc", "")))
-    return out
 
 
 # -- checks (return the normalised value or raise ValueError) ----------------------------------------------------

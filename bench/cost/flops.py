@@ -26,16 +26,6 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     return int(counter.get_total_flops())
 
 
-def count_flops_by_op(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, int]:
-    """FLOPs per aten op of one call (whole-model totals, not per module)."""
-    with FlopCounterMode(display=False) as counter:
-        fn(*args, **kwargs)
-    totals: dict[str, int] = {}
-    for op, n in counter.get_flop_counts().get("Global", {}).items():
-        totals[str(op)] = totals.get(str(op), 0) + int(n)
-    return totals
-
-
 def steady_flops(step: Callable[[], Any], warmup: int = 1) -> int:
     """FLOPs of one call of `step` after `warmup` uncounted calls, so one-time work (a kernel cache built on
     the first eval forward, as GMRConv2d does) is not counted, like in the timed steady state."""

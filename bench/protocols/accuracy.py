@@ -144,12 +144,6 @@ class AccuracyProtocol(Protocol):
     def data_needed(self, job: Job) -> set[tuple[str, str]]:
         return {(job.dataset, "train"), (job.dataset, "test")} if job.dataset else set()
 
-    @staticmethod
-    def checkpoint_condition(settings: Mapping[str, Any]) -> str:
-        """The condition whose checkpoint stands for "the trained model" (upright when trained)."""
-        conditions = list(settings.get("conditions") or ["upright"])
-        return "upright" if "upright" in conditions else conditions[0]
-
     # -- running ------------------------------------------------------------------------------------------
     def run(self, job: Job, ctx: RunContext) -> list[dict[str, Any]]:
         import torch

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -115,9 +115,6 @@ def make_inputs(job: Job, ctx: RunContext, s: EquivarianceSettings, channels: in
 # --------------------------------------------------------------------------------------------------------
 # measurement
 # --------------------------------------------------------------------------------------------------------
-Features = Callable[[torch.Tensor], dict[str, torch.Tensor]]
-
-
 def batched_features(model: torch.nn.Module, x: torch.Tensor, chunk: int) -> dict[str, torch.Tensor]:
     """exposed_features over a large batch in chunks (many angles x images in few forward passes)."""
     parts: list[dict[str, torch.Tensor]] = []

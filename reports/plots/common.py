@@ -140,13 +140,6 @@ def draw_line(ax, x, y, styles: Styles, model: str, **kw) -> None:
     ax.plot(x, y, color=st.color, marker=st.marker, markevery=max(1, len(x) // 12), label=model, **kw)
 
 
-def legend_outside(ax, handles=None, labels=None, ncol: int = 1) -> None:
-    """Legend to the right of the axes (so it never hides data)."""
-    if handles is None:
-        handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=ncol,
-                  borderaxespad=0.0, handlelength=2.4)
 
 
 def plain_log_ticks(axis) -> None:
