@@ -127,7 +127,8 @@ def relative_error(reference: torch.Tensor, transformed: torch.Tensor, element: 
             target = element.apply(group_pool(view.spec, _as_maps(reference)))
         elif view.kind == "field":
             rho = rho_matrix(view.spec, element, reference.dtype, reference.device)
-            target = torch.einsum("oi,ni...->no...", rho, element.apply(_as_maps(reference)))
+            moved = element.apply(_as_maps(reference))
+            target = torch.matmul(rho, moved.flatten(2)).view_as(moved)
             pred = _as_maps(transformed)
         else:
             pred, target = _as_maps(transformed), element.apply(_as_maps(reference))
