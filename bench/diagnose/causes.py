@@ -97,8 +97,8 @@ def geometry_cause(op: OpRecord, failing: Iterable[str]) -> Cause | None:
     if top != bottom or left != right:
         extra = " (padding='same' with an even kernel pads one pixel more after than before)" if op.padding_same else ""
         return Cause("asymmetric_padding", op.module,
-                     f"{at} pads unequally ({_describe_op(op)}){extra}: its output is shifted by half a pixel "
-                     "against the input's centre. Pad symmetrically and use odd kernels.", broken)
+                     f"{at} pads unequally: {_describe_op(op)}{extra}. Its output is shifted by half a pixel "
+                     "against the input's centre; pad symmetrically and use odd kernels.", broken)
     if op.stride != (1, 1):
         axes = []
         for axis, n, k, s, d, p in (("rows", n_h, op.kernel[0], op.stride[0], op.dilation[0], top),
@@ -132,9 +132,9 @@ def inside(module: str, scope: str) -> bool:
 
 
 def break_causes(breaks: dict[str, ModuleCall | None], ops: Sequence[OpRecord], tol: float,
-                 geometry: Sequence[Cause] = ()) -> list[Cause]:
+                 structural: Sequence[Cause] = ()) -> list[Cause]:
     """Causes at each failing element's first breaking module: a break in code between modules, an
-    anisotropic scalar-field kernel, or (when neither they nor a geometry cause inside it apply) the module."""
+    anisotropic scalar-field kernel, or (when neither they nor a structural cause inside it apply) the module."""
     causes: list[Cause] = []
     for name, call in breaks.items():
         if call is None:
@@ -152,7 +152,7 @@ def break_causes(breaks: dict[str, ModuleCall | None], ops: Sequence[OpRecord], 
                                 "flatten/view, a hand-written op).", [name]))
             continue
         element = BY_NAME[name]
-        found = any(name in g.elements and inside(g.module, call.name) for g in geometry)
+        found = any(name in c.elements and inside(c.module, call.name) for c in structural)
         if not found and call.view.kind == "scalar":
             for op in ops:
                 if op.op == "conv2d" and op.weight is not None and inside(op.module, call.name):
@@ -203,7 +203,8 @@ def find_causes(ops: Sequence[OpRecord], breaks: dict[str, ModuleCall | None], f
                 tol: float, not_claimed: Cause | None = None) -> list[Cause]:
     """All causes for the failing elements: contract note first, then geometry in execution order, flatten ops,
     then what happens at each first breaking module."""
-    geometry = [c for op in ops if op.op in ("conv2d", "max_pool2d", "avg_pool2d", "pad")
-                for c in [geometry_cause(op, failing)] if c is not None]
-    causes = ([not_claimed] if not_claimed else []) + geometry + flatten_causes(ops, failing)
-    return merge(causes + break_causes(breaks, ops, tol, geometry))
+    structural = [c for op in ops if op.op in ("conv2d", "max_pool2d", "avg_pool2d", "pad")
+                  for c in [geometry_cause(op, failing)] if c is not None]
+    structural += flatten_causes(ops, failing)
+    causes = ([not_claimed] if not_claimed else []) + structural
+    return merge(causes + break_causes(breaks, ops, tol, structural))
