@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,16 +178,13 @@ class _OpRecorder(TorchFunctionMode):
         x = args[0]
         if x.dim() < 4 or x.shape[0] != trace.batch.size:
             return out
-        trace.paused = True
-        try:
-            if name in _GEOMETRY_OPS and x.dim() == 4:
+        if name in _GEOMETRY_OPS and x.dim() == 4:
+            with trace.own_work():
                 geometry = _guarded(_geometry)(_GEOMETRY_OPS[name], args, kwargs)
                 trace.record_op(_GEOMETRY_OPS[name], x, out, **geometry)
-            elif (name in _FLATTEN_OPS and isinstance(out, torch.Tensor) and out.dim() == 2
-                  and x.shape[-1] * x.shape[-2] > 1):
+        elif name in _FLATTEN_OPS and isinstance(out, torch.Tensor) and out.dim() == 2 and x.shape[-1] * x.shape[-2] > 1:
+            with trace.own_work():
                 trace.record_op("flatten", x, out)
-        finally:
-            trace.paused = False
         return out
 
 
@@ -230,6 +228,21 @@ class GridTrace:
     _handles: list[Any] = field(default_factory=list)
     _mode: _OpRecorder | None = None
 
+    @contextmanager
+    def own_work(self) -> Iterator[None]:
+        """The diagnosis' own computations inside hooks: not recorded as model ops, and single-threaded (small
+        ops in OpenMP regions stall for milliseconds whenever another process holds a core)."""
+        threads, paused = torch.get_num_threads(), self.paused
+        self.paused = True
+        if threads != 1:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            self.paused = paused
+            if threads != 1:
+                torch.set_num_threads(threads)
+
     # -- tensor types ------------------------------------------------------------------------------------------
     def register(self, t: torch.Tensor, view: View, errors: dict[str, float | None] | None = None) -> None:
         self._types[id(t)] = _Typed(weakref.ref(t), view, t._version, errors)
@@ -271,15 +284,12 @@ class GridTrace:
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             errors: dict[str, float | None] = {}
             if self.compare:
-                self.paused = True
-                try:
+                with self.own_work():
                     t, declared = _tensor_and_view((args, kwargs))
                     if t is not None and t.dim() >= 1 and t.shape[0] == self.batch.size:
                         view = declared or self.lookup(t) or default_view(t, self.field_model)
                         if view is not None:
                             errors = self._errors(t, view)
-                finally:
-                    self.paused = False
             self._stack.append((name, module, errors))
 
         return hook
@@ -291,8 +301,7 @@ class GridTrace:
             t, declared = _tensor_and_view(output)
             if t is None or t.dim() < 1 or t.shape[0] != self.batch.size:
                 return
-            self.paused = True
-            try:
+            with self.own_work():
                 view = self._output_view(module, (args, kwargs), t, declared)
                 if view is None:
                     return
@@ -304,8 +313,6 @@ class GridTrace:
                 self._counts[name] += 1
                 self.calls.append(ModuleCall(name, type(module).__name__, self._counts[name], view, errors,
                                              input_errors, tuple(t.shape[1:])))
-            finally:
-                self.paused = False
 
         return hook
 
