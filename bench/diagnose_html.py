@@ -93,7 +93,8 @@ Under {{ el }}: <code>{{ module_label(name) }}</code>.{% endfor %}</p>
 <h2>4. Continuous angles</h2>
 {% if angles_plot %}<img src="{{ angles_plot }}" alt="error against angle">
 <p class="muted">{{ r.rotation }} rotation of band-limited disk images; the floor is the round-trip error of the
-rotation alone at the output's resolution, the blur floor the error of an isotropic Gaussian blur.</p>
+rotation alone at the output's resolution, the blur floor the error of an isotropic Gaussian blur. Values below
+1e-8 (round-off, e.g. at multiples of 90 degrees) are drawn at 1e-8.</p>
 {% else %}<p>Not measured.</p>{% endif %}
 {% if r.lie_derivative is not none %}<p>Lie derivative: <b>{{ sig(r.lie_derivative) }}</b> {{ r.lie_derivative_unit }}</p>{% endif %}
 </section>
@@ -112,9 +113,13 @@ def _module_label(name: str | None) -> str:
     return "(the model's own forward)" if not name else name
 
 
-def _floor(x: float | None) -> float:
-    """Log axes cannot show 0 or None: plot them at a small positive floor."""
-    return 1e-17 if x is None or not math.isfinite(x) or x <= 0 else x
+ROUNDOFF_FLOOR = 1e-17  # module plot: exact (round-off) next to broken, over the whole range
+ANGLE_FLOOR = 1e-8  # angle plot: like the sweep report, round-off at grid angles is drawn at 1e-8
+
+
+def _floor(x: float | None, floor: float = ROUNDOFF_FLOOR) -> float:
+    """Log axes cannot show 0 or None: plot them at `floor`."""
+    return floor if x is None or not math.isfinite(x) or x <= floor else x
 
 
 def modules_plot(r: CheckResult) -> str | None:
@@ -144,9 +149,12 @@ def angles_plot(r: CheckResult) -> str | None:
         fig, axes = figure(2.8, 9.0)
         ax = axes[0][0]
         xs = [a.angle_deg for a in r.angles]
-        ax.semilogy(xs, [_floor(a.error) for a in r.angles], marker="o", color="#0072B2", label="output error")
-        ax.semilogy(xs, [_floor(a.floor) for a in r.angles], color="#6b7785", linestyle="--", label="round-trip floor")
-        ax.semilogy(xs, [_floor(a.blur_floor) for a in r.angles], color="#009E73", linestyle=":", label="blur floor")
+        ax.semilogy(xs, [_floor(a.error, ANGLE_FLOOR) for a in r.angles], marker="o", color="#0072B2",
+                    label="output error")
+        ax.semilogy(xs, [_floor(a.floor, ANGLE_FLOOR) for a in r.angles], color="#6b7785", linestyle="--",
+                    label="round-trip floor")
+        ax.semilogy(xs, [_floor(a.blur_floor, ANGLE_FLOOR) for a in r.angles], color="#009E73", linestyle=":",
+                    label="blur floor")
         ax.set_xlabel("angle (degrees)")
         ax.set_ylabel("relative error")
         ax.legend(loc="lower right")

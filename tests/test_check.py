@@ -8,11 +8,11 @@ from __future__ import annotations
 import itertools
 import json
 
+import check_models as cm
 import pytest
 import torch
 
 import bench
-import check_models as cm
 from bench.diagnose import grid
 from bench.errors import UsageError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import pytest
 
@@ -93,8 +94,6 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, message):
     assert run(*argv, "--json", out, "--html", html) == 2
     err = capsys.readouterr().err
     assert err.startswith("equibench: error:")
-    import re
-
     assert re.search(message, err), err
     assert not out.exists() and not html.exists()
 

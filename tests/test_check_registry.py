@@ -32,7 +32,7 @@ def build(name: str) -> tuple[torch.nn.Module, tuple[int, int, int]]:
             if model_info(name)["level"] == "layer":
                 return create_model(name, 4, 10, channels=8, kernel_size=5), (4, 9, 9)
             channels = 3 if "resnet18" in name else 1
-            model = create_model(name, channels, 10, **NETWORK_KW.get(name, {"width": 0.25}))
+            model = create_model(name, channels, 10, **NETWORK_KW.get(name, {"widths": (1,) * 6}))
         except MissingDependencyError as exc:
             pytest.skip(str(exc))
     side = SIDE.get(name, 9)

@@ -100,14 +100,17 @@ def geometry_cause(op: OpRecord, failing: Iterable[str]) -> Cause | None:
                      f"{at} pads unequally: {_describe_op(op)}{extra}. Its output is shifted by half a pixel "
                      "against the input's centre; pad symmetrically and use odd kernels.", broken)
     if op.stride != (1, 1):
-        axes = []
+        axes: dict[tuple[int, ...], list[str]] = {}
         for axis, n, k, s, d, p in (("rows", n_h, op.kernel[0], op.stride[0], op.dilation[0], top),
                                     ("columns", n_w, op.kernel[1], op.stride[1], op.dilation[1], left)):
             if (n + 2 * p - d * (k - 1) - 1) % s:
-                good = ", ".join(map(str, _good_sizes(n, k, s, d, p)))
-                axes.append(f"its {n} input {axis} (it is centred iff n + 2*pad - dilation*(k-1) - 1 is a "
-                            f"multiple of the stride {s}, e.g. n = {good})")
-        detail = "; ".join(axes) if axes else "its input (stride, kernel or padding differ between the axes)"
+                axes.setdefault((n, k, s, d, p), []).append(axis)
+        parts = []
+        for (n, k, s, d, p), names in axes.items():
+            good = ", ".join(map(str, _good_sizes(n, k, s, d, p)))
+            parts.append(f"its {n} input {' and '.join(names)} (a stride-{s} grid is centred iff "
+                         f"n + 2*pad - dilation*(k-1) - 1 is a multiple of {s}, e.g. n = {good})")
+        detail = "; ".join(parts) if parts else "its input (stride, kernel or padding differ between the axes)"
         return Cause("strided_sampling_not_centred", op.module,
                      f"{at} ({_describe_op(op)}) samples a window grid that is not centred on {detail}. Change the "
                      "input size (see --sizes) or the padding, or downsample with an odd-sized input.", broken)
