@@ -289,6 +289,12 @@ def test_json_is_strict_and_has_the_documented_keys():
     assert "exact_sizes" not in json.loads(diagnose(cm.iso_strided_net()).to_json())
 
 
+def test_a_model_stored_in_float64_gets_the_strict_tolerance():
+    r = diagnose(cm.iso_strided_net().double())
+    assert r.stored_dtype == "float64" and r.tolerance == 1e-9 and r.exact_group == "D4"
+    assert diagnose(cm.iso_strided_net()).tolerance == 1e-5  # float32 parameters
+
+
 def test_float32_uses_its_own_tolerance():
     r = diagnose(cm.iso_strided_net(), dtype="float32")
     assert r.dtype == "float32" and r.tolerance == 1e-4 and r.exact_group == "D4"

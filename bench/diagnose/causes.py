@@ -113,7 +113,7 @@ def geometry_cause(op: OpRecord, failing: Iterable[str]) -> Cause | None:
         detail = "; ".join(parts) if parts else "its input (stride, kernel or padding differ between the axes)"
         return Cause("strided_sampling_not_centred", op.module,
                      f"{at} ({_describe_op(op)}) samples a window grid that is not centred on {detail}. Change the "
-                     "input size (see --sizes) or the padding, or downsample with an odd-sized input.", broken)
+                     "input size (see --sizes) or the padding.", broken)
     return Cause("anisotropic_kernel", op.module,
                  f"{at} ({_describe_op(op)}) has a non-square window: it cannot commute with rotations by 90 "
                  "degrees or with the transposes.", broken)

@@ -357,8 +357,9 @@ def _diagnose(model: nn.Module, subject: Subject, shape: tuple[int, int, int], d
         result.notes.append(f"the exact elements ({', '.join(sorted(exact))}) do not form a group: some errors "
                             "are close to the tolerance")
     if claimed is not None and claimed - exact:
-        result.notes.append(f"the contract claims {contract.group} but {', '.join(sorted(claimed - exact))} "
-                            "is not exact at this input shape")
+        missing = [e.name for e in ELEMENTS if e.name in claimed - exact]
+        result.notes.append(f"the contract claims {contract.group}, but at this input shape the model is not exact "
+                            f"under {', '.join(missing)}")
     if angle_list:
         _continuous(result, subject, shape, outcome.view, angle_list, rotation, images, seed, dt, device_)
     if size_list is not None:
