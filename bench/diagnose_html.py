@@ -64,6 +64,11 @@ each symmetry of the pixel grid; exact means at most {{ "%.0e"|format(r.toleranc
 <td>{{ yes_no(e.claimed) }}</td>{% endif %}</tr>
 {% endfor %}</table>
 <p>Largest exact subgroup of D4: <b>{{ r.exact_group }}</b></p>
+{% if r.features %}<p class="muted">Exposed features (forward_features), compared under their declared field types:</p>
+<table><tr><th>feature</th><th>shape</th><th>compared</th>{% for e in r.elements %}<th>{{ e.element }}</th>{% endfor %}</tr>
+{% for f in r.features %}<tr><td>{{ f.name }}</td><td>{{ f.shape }}</td><td>{{ f.compared }}</td>
+{% for e in r.elements %}<td class="num">{{ sig(f.errors[e.element]) }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endif %}
 </section>
 <section>
 <h2>2. Where exactness breaks</h2>

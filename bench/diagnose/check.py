@@ -87,6 +87,7 @@ class CheckResult:
     breaks: dict[str, str | None]
     modules: list[ModuleResult]
     causes: list[Cause]
+    features: list[FeatureResult] = field(default_factory=list)
     angles: list[AngleResult] = field(default_factory=list)
     lie_derivative: float | None = None
     lie_derivative_unit: str | None = None
@@ -123,6 +124,7 @@ class CheckResult:
             "breaks": dict(self.breaks),
             "modules": [vars(m).copy() for m in self.modules],
             "causes": [c.to_dict() for c in self.causes],
+            "features": [vars(f).copy() for f in self.features],
             "angles": [a.to_dict() for a in self.angles],
             "lie_derivative": self.lie_derivative,
             "lie_derivative_unit": self.lie_derivative_unit,
@@ -227,11 +229,22 @@ def _output_tensor(subject: Subject):
 
 
 @dataclass
+class FeatureResult:
+    """An exposed feature (forward_features) compared under its declared field type."""
+
+    name: str
+    shape: list[int]
+    compared: str
+    errors: dict[str, float | None]
+
+
+@dataclass
 class GridOutcome:
     errors: dict[str, float | None]  # every element; None where undefined
     view: View
     output_shape: tuple[int, ...]
     trace: GridTrace
+    features: list[FeatureResult] = field(default_factory=list)
 
 
 def grid_pass(subject: Subject, x: torch.Tensor, compare: bool = True, record_ops: bool = True) -> GridOutcome:
@@ -240,9 +253,13 @@ def grid_pass(subject: Subject, x: torch.Tensor, compare: bool = True, record_op
     elements = tuple(e for e in ELEMENTS if e.defined_for(h, w) and subject.input_view.in_group(e))
     batch = GridBatch(elements, x.shape[0])
     xb = torch.cat([x] + [subject.transform_input(e, x) for e in elements])
+    exposed = subject.features if compare else None
     try:
-        out, trace = run_traced(subject.forward, subject.module, xb, subject.input_view, batch, subject.field_model,
-                                compare=compare, record_ops=record_ops)
+        out, trace = run_traced(exposed or subject.forward, subject.module, xb, subject.input_view, batch,
+                                subject.field_model, compare=compare, record_ops=record_ops)
+        features = dict(out) if exposed is not None else {}
+        if exposed is not None:
+            out = features["logits"] if "logits" in features else subject.forward(xb)
     except TraceError:
         raise
     except Exception as exc:  # the model's own error, whatever it is, is the user's to see
@@ -255,7 +272,23 @@ def grid_pass(subject: Subject, x: torch.Tensor, compare: bool = True, record_op
                          "be vectors (N, D) or maps (N, C, H, W)")
     errors: dict[str, float | None] = {e.name: None for e in ELEMENTS}
     errors.update(batch.errors(t, view))
-    return GridOutcome(errors, view, tuple(t.shape[1:]), trace)
+    return GridOutcome(errors, view, tuple(t.shape[1:]), trace, _feature_results(subject, trace, batch, features))
+
+
+def _feature_results(subject: Subject, trace: GridTrace, batch: GridBatch,
+                     features: dict[str, Any]) -> list[FeatureResult]:
+    out = []
+    for name, value in features.items():
+        t, declared = _tensor_and_view(value)
+        if t is None or t.shape[0] != batch.size:
+            continue
+        view = subject.feature_view(name) or declared or trace.lookup(t) or default_view(t, subject.field_model)
+        if view is None:
+            continue
+        errors = {e.name: None for e in ELEMENTS}
+        errors.update(batch.errors(t, view))
+        out.append(FeatureResult(name, list(t.shape[1:]), view.label(), errors))
+    return out
 
 
 def first_break(calls: Sequence[ModuleCall], element: str, tol: float) -> ModuleCall | None:
@@ -352,6 +385,7 @@ def _diagnose(model: nn.Module, subject: Subject, shape: tuple[int, int, int], d
         breaks={k: (v.name if v else "") for k, v in breaks.items()},
         modules=[_module_result(c, first, tol) for c in calls],
         causes=find_causes(outcome.trace.ops, breaks, failing, tol, not_claimed),
+        features=outcome.features,
     )
     if grid.subgroup_name(frozenset(exact)) is None:
         result.notes.append(f"the exact elements ({', '.join(sorted(exact))}) do not form a group: some errors "

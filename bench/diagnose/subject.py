@@ -5,6 +5,8 @@ transform.
   ``EquivariantModule``'s ``in_type`` (plain tensors are wrapped into GeometricTensors), else scalar channels.
 - Output: a GeometricTensor's own type; else the symmetry contract's ``out`` feature, or its ``logits`` feature
   for a vector; else what the traced pass inferred (bench.diagnose.trace); else vectors invariant, maps scalar.
+- Exposed features: a network's ``forward_features(x) -> dict`` (bench.contract) runs in the traced pass instead of
+  ``forward`` (its ``logits`` is then the output), and every feature is compared under its declared field type.
 - ``field_model``: the contract, the input or any submodule (escnn/e2cnn) involves non-scalar fields; plain maps
   of unknown type are then compared through their channel norm instead of as scalar fields.
 """
@@ -40,6 +42,12 @@ class Subject:
     input_view: View
     contract: SymmetryContract | None
     field_model: bool
+    features: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None  # forward_features, if exposed
+
+    def feature_view(self, name: str) -> View | None:
+        """The contract's view of an exposed feature (None: not declared)."""
+        spec = self.contract.features.get(name) if self.contract is not None else None
+        return view_of_spec(spec) if spec is not None else None
 
     def transform_input(self, element: GridElement, x: torch.Tensor) -> torch.Tensor:
         y = element.apply(x)
@@ -107,4 +115,5 @@ def prepare(model: nn.Module, dtype: torch.dtype, device: torch.device | str | N
             return module(geometric_tensor(x, in_type))
     else:
         forward = module
-    return Subject(module, forward, input_view, contract, field_model)
+    features = getattr(module, "forward_features", None)
+    return Subject(module, forward, input_view, contract, field_model, features if callable(features) else None)

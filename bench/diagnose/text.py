@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import grid
 from .check import CheckResult, ModuleResult
 
 BEFORE, AFTER = 4, 2  # module rows shown before / after the first break
@@ -52,6 +53,10 @@ def format_text(r: CheckResult) -> str:
     rows = [[e.element, num(e.error), yes_no(e.exact)] + ([yes_no(e.claimed)] if claimed else []) for e in r.elements]
     out += _table(header, rows)
     out.append(f"  exact group: {r.exact_group}")
+    for f in r.features:
+        exact = [k for k, v in f.errors.items() if v is not None and v <= r.tolerance]
+        out.append(f"  exposed feature {f.name} {f.shape} ({f.compared}): exact under "
+                   f"{grid.largest_exact_subgroup(exact)}; largest error {num(max((v for v in f.errors.values() if v is not None), default=None))}")
 
     out += ["", "2. where exactness breaks"]
     if r.first_failing_element is None:
