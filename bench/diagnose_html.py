@@ -131,27 +131,27 @@ def modules_plot(r: CheckResult) -> str | None:
     """Error of each module's output in execution order under the first failing element (log scale)."""
     if r.first_failing_element is None or not r.modules:
         return None
-    from reports.plots.common import figure, finish, style
+    from reports.plots.common import figure, finish, legend_outside, style
 
     with style():
-        fig, axes = figure(2.6, 9.0)
+        fig, axes = figure(2.6, 10.0)
         ax = axes[0][0]
         ys = [_floor(m.error) for m in r.modules]
         ax.semilogy(range(1, len(ys) + 1), ys, marker="o", color="#0072B2", label=f"module output, {r.first_failing_element}")
         ax.axhline(r.tolerance, color="#D55E00", linestyle="--", label="exactness tolerance")
         ax.set_xlabel("module call, execution order")
         ax.set_ylabel("relative error")
-        ax.legend(loc="lower right")
+        legend_outside(ax)
         return finish(fig, "module errors", "").src
 
 
 def angles_plot(r: CheckResult) -> str | None:
     if not r.angles:
         return None
-    from reports.plots.common import figure, finish, style
+    from reports.plots.common import figure, finish, legend_outside, style
 
     with style():
-        fig, axes = figure(2.8, 9.0)
+        fig, axes = figure(2.8, 10.0)
         ax = axes[0][0]
         xs = [a.angle_deg for a in r.angles]
         ax.semilogy(xs, [_floor(a.error, ANGLE_FLOOR) for a in r.angles], marker="o", color="#0072B2",
@@ -162,7 +162,7 @@ def angles_plot(r: CheckResult) -> str | None:
                     label="blur floor")
         ax.set_xlabel("angle (degrees)")
         ax.set_ylabel("relative error")
-        ax.legend(loc="lower right")
+        legend_outside(ax)
         return finish(fig, "error against angle", "").src
 
 

@@ -135,7 +135,7 @@ def inside(module: str, scope: str) -> bool:
 
 
 def break_causes(breaks: dict[str, ModuleCall | None], ops: Sequence[OpRecord], tol: float,
-                 structural: Sequence[Cause] = ()) -> list[Cause]:
+                 structural: Sequence[Cause] = (), unclaimed: Iterable[str] = ()) -> list[Cause]:
     """Causes at each failing element's first breaking module: a break in code between modules, an
     anisotropic scalar-field kernel, or (when neither they nor a structural cause inside it apply) the module."""
     causes: list[Cause] = []
@@ -146,7 +146,7 @@ def break_causes(breaks: dict[str, ModuleCall | None], ops: Sequence[OpRecord], 
                                 "forward code after its modules breaks the symmetry.", [name]))
             continue
         in_err = call.input_errors.get(name)
-        if in_err is None or in_err > tol:
+        if name in call.input_errors and (in_err is None or in_err > tol):  # absent: the input was not comparable
             parent = call.name.rpartition(".")[0]
             shown = "not comparable" if in_err is None else f"{in_err:.2e}"
             causes.append(Cause("break_between_modules", parent,
@@ -169,7 +169,7 @@ def break_causes(breaks: dict[str, ModuleCall | None], ops: Sequence[OpRecord], 
                                             "or steerable field types, e.g. escnn R2Conv).", [name]))
                         found = True
                         break
-        if not found:
+        if not found and name not in set(unclaimed):  # an unclaimed element needs no further explanation
             causes.append(Cause("unexplained", call.name,
                                 f"{where(call.name, call.type)} breaks {name} although its input is exact "
                                 f"(compared as {call.view.label(element)}); no rule matched its own computation.",
@@ -210,4 +210,5 @@ def find_causes(ops: Sequence[OpRecord], breaks: dict[str, ModuleCall | None], f
                   for c in [geometry_cause(op, failing)] if c is not None]
     structural += flatten_causes(ops, failing)
     causes = ([not_claimed] if not_claimed else []) + structural
-    return merge(causes + break_causes(breaks, ops, tol, structural))
+    unclaimed = not_claimed.elements if not_claimed else ()
+    return merge(causes + break_causes(breaks, ops, tol, structural, unclaimed))

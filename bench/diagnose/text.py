@@ -60,7 +60,9 @@ def format_text(r: CheckResult) -> str:
 
     out += ["", "2. where exactness breaks"]
     if r.first_failing_element is None:
-        out.append("  every element is exact")
+        undefined = [e.element for e in r.elements if e.exact is None]
+        out.append("  every element is exact" if not undefined else
+                   f"  every defined element is exact ({', '.join(undefined)}: undefined for this input)")
     else:
         rows, before, after = _module_rows(r.modules, r.first_failing_element)
         out.append(f"  module outputs in execution order under {r.first_failing_element} (the first failing element)")
