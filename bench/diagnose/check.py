@@ -29,7 +29,7 @@ from .causes import Cause, find_causes
 from .compare import View, default_view
 from .grid import ELEMENTS, GridElement
 from .subject import Subject, default_dtype, prepare
-from .trace import GridBatch, GridTrace, ModuleCall, TraceError, _tensor_and_view, run_traced
+from .trace import GridBatch, GridTrace, ModuleCall, TraceError, run_traced, tensor_and_view
 
 SCHEMA_VERSION = 1
 DEFAULT_ANGLES = "0:350:10"  # 36 angles
@@ -39,9 +39,12 @@ MAX_SIZES = 512
 
 @dataclass
 class ElementResult:
+    """One grid element. error/exact are None where the element is undefined: a rotation or transpose of a
+    non-square input, or an element outside the fibre group of a field-typed input."""
+
     element: str
-    error: float | None  # None: undefined here (non-square input under a rotation/transpose, or outside the
-    exact: bool | None   # fibre group of a field-typed input)
+    error: float | None
+    exact: bool | None
     claimed: bool | None  # whether the model's symmetry contract claims it (None: no contract)
     compared: str  # how the output was compared (see bench.diagnose.compare)
 
@@ -212,7 +215,7 @@ def parse_sizes(sizes: Sequence[int] | str | None) -> list[int] | None:
 # ------------------------------------------------------------------------------------------------------------
 def _output_of(out: Any, batch: int, in_shape: tuple[int, ...]) -> tuple[torch.Tensor, View | None]:
     """The model's output tensor (and a GeometricTensor's view); a clear UsageError for unusable outputs."""
-    t, declared = _tensor_and_view(out)
+    t, declared = tensor_and_view(out)
     if t is None:
         raise UsageError(f"the model returned {type(out).__name__}, not a tensor")
     if t.dim() < 1 or t.shape[0] != batch:
@@ -223,7 +226,7 @@ def _output_of(out: Any, batch: int, in_shape: tuple[int, ...]) -> tuple[torch.T
 
 def _output_tensor(subject: Subject):
     def fn(x: torch.Tensor) -> torch.Tensor:
-        return _tensor_and_view(subject.forward(x))[0]
+        return tensor_and_view(subject.forward(x))[0]
 
     return fn
 
@@ -279,7 +282,7 @@ def _feature_results(subject: Subject, trace: GridTrace, batch: GridBatch,
                      features: dict[str, Any]) -> list[FeatureResult]:
     out = []
     for name, value in features.items():
-        t, declared = _tensor_and_view(value)
+        t, declared = tensor_and_view(value)
         if t is None or t.shape[0] != batch.size:
             continue
         view = subject.feature_view(name) or declared or trace.lookup(t) or default_view(t, subject.field_model)

@@ -47,7 +47,7 @@ def preserves_type(module: nn.Module) -> bool:
     return type(module).__module__ in _TYPE_PRESERVING_MODULES
 
 
-def _tensor_and_view(obj: Any) -> tuple[torch.Tensor | None, View | None]:
+def tensor_and_view(obj: Any) -> tuple[torch.Tensor | None, View | None]:
     """The tensor a module returned (first tensor of a tuple/list/dict) and the view a GeometricTensor declares."""
     if isinstance(obj, torch.Tensor):
         return obj, None
@@ -56,7 +56,7 @@ def _tensor_and_view(obj: Any) -> tuple[torch.Tensor | None, View | None]:
         return inner, view_of_field_type(obj.type)
     values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list | tuple) else ()
     for v in values:
-        t, view = _tensor_and_view(v)
+        t, view = tensor_and_view(v)
         if t is not None:
             return t, view
     return None, None
@@ -272,7 +272,7 @@ class GridTrace:
         if is_field_type(out_type) and out.dim() >= 4 and out.shape[1] == out_type.size:
             return view_of_field_type(out_type)
         if preserves_type(module):
-            inp, in_declared = _tensor_and_view(args)
+            inp, in_declared = tensor_and_view(args)
             in_view = in_declared or (self.lookup(inp) if inp is not None else None)
             if in_view is not None and inp.dim() == out.dim() and inp.shape[1] == out.shape[1]:
                 return in_view
@@ -285,7 +285,7 @@ class GridTrace:
             errors: dict[str, float | None] = {}
             if self.compare:
                 with self.own_work():
-                    t, declared = _tensor_and_view((args, kwargs))
+                    t, declared = tensor_and_view((args, kwargs))
                     if t is not None and t.dim() >= 1 and t.shape[0] == self.batch.size:
                         view = declared or self.lookup(t) or default_view(t, self.field_model)
                         if view is not None:
@@ -298,7 +298,7 @@ class GridTrace:
         @_guarded
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             _, _, input_errors = self._stack.pop()
-            t, declared = _tensor_and_view(output)
+            t, declared = tensor_and_view(output)
             if t is None or t.dim() < 1 or t.shape[0] != self.batch.size:
                 return
             with self.own_work():
