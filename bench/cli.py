@@ -7,6 +7,7 @@ rendered; 2 bad input, nothing written."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from dataclasses import asdict, fields
@@ -24,6 +25,8 @@ from bench.results import ResultsStore
 from bench.schema import OK, PROFILE_FILE
 
 DEFAULT_OUT = Path("out")
+# sub-commands implemented in their own modules: each has add_parser(subparsers) and run(args) -> exit code
+COMMAND_MODULES = {"check": "bench.check_cli"}
 LISTABLE = ("models", "datasets", "profiles", "protocols")
 
 
@@ -73,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_report = sub.add_parser("report", help="re-render report.html and CSVs from a run directory")
     p_report.add_argument("run_dir", type=Path)
+    for module in COMMAND_MODULES.values():
+        importlib.import_module(module).add_parser(sub)
     return parser
 
 
@@ -256,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(args.what)
         if args.command == "run":
             return cmd_run(args)
+        if args.command in COMMAND_MODULES:
+            return int(importlib.import_module(COMMAND_MODULES[args.command]).run(args))
         return cmd_report(args.run_dir)
     except UsageError as exc:
         print(f"equibench: error: {exc}", file=sys.stderr)

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from reports.plots.common import Plot, Styles, draw_line, figure, finish, model_handles, style
+from reports.plots.common import Plot, Styles, draw_line, figure, finish, legend_outside, model_handles, style
 
 
 def accuracy_vs_angle(by_angle: pd.DataFrame, styles: Styles) -> Plot | None:
@@ -38,8 +38,7 @@ def accuracy_vs_angle(by_angle: pd.DataFrame, styles: Styles) -> Plot | None:
             if i % ncols == 0:
                 ax.set_ylabel("accuracy (%)")
             ax.set_title(f"{dataset} · trained {condition}", loc="left")
-            ax.legend(handles=model_handles(styles, drawn), loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                      borderaxespad=0.0)
+            legend_outside(ax, model_handles(styles, drawn))
         for j in range(len(panels), nrows * ncols):
             axes[j // ncols][j % ncols].set_visible(False)
         return finish(fig, "Accuracy vs rotation angle",

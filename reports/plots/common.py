@@ -142,6 +142,15 @@ def draw_line(ax, x, y, styles: Styles, model: str, **kw) -> None:
 
 
 
+def legend_outside(ax, handles=None) -> None:
+    """Legend to the right of the axes (so it never hides data); `handles` default to the labelled artists."""
+    if handles is None:
+        handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                  handlelength=2.2)
+
+
 def plain_log_ticks(axis) -> None:
     """Log-scale ticks as plain numbers at 1-2-5 steps (for axes spanning a few decades, e.g. ms or MB)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator

@@ -13,6 +13,7 @@ from reports.plots.common import (
     draw_line,
     figure,
     finish,
+    legend_outside,
     model_handles,
     plain_log_ticks,
     style,
@@ -56,7 +57,7 @@ def _sweep_plot(rows: pd.DataFrame, x: str, styles: Styles, ylabel: str, title: 
             handles = model_handles(styles, set(drawn))
             handles += [Line2D([], [], color=STYLE_KEY, linestyle=MODE_STYLE.get(m, "-."), label=m)
                         for m in sorted(set(modes))]
-            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+            legend_outside(ax, handles)
         return finish(fig, title, caption)
 
 
@@ -97,8 +98,7 @@ def accuracy_vs_latency(headline: pd.DataFrame, styles: Styles) -> Plot | None:
         ax.set_xlabel("eval latency (ms, log scale)")
         dataset = p["acc_dataset"].dropna().unique()
         ax.set_ylabel("mean rotated accuracy (%)" + (f", {dataset[0]}" if len(dataset) == 1 else ""))
-        ax.legend(handles=model_handles(styles, p["model"], line=False), loc="upper left",
-                  bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        legend_outside(ax, model_handles(styles, p["model"], line=False))
         return finish(fig, "Accuracy vs latency",
                       "Mean test accuracy over rotation angles against the median eval latency at the efficiency "
                       "base point, one point per network (upper left is better).")

@@ -12,7 +12,17 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator, NullLocator
 
-from reports.plots.common import FLOOR_COLOR, Plot, Styles, draw_line, figure, finish, model_handles, style
+from reports.plots.common import (
+    FLOOR_COLOR,
+    Plot,
+    Styles,
+    draw_line,
+    figure,
+    finish,
+    legend_outside,
+    model_handles,
+    style,
+)
 
 ROUNDOFF = 1e-8  # errors below this are float round-off on exactly equivariant elements
 CURVE_METRICS = ("invariance_error", "equivariance_error")
@@ -63,8 +73,7 @@ def error_vs_angle(by_angle: pd.DataFrame, floor: pd.DataFrame | None, styles: S
             ax.set_xlim(0, top)
             ax.set_xticks(range(0, top + 1, 45 if top > 90 else 15))
             ax.set_title(f"{feature}" + (" (invariance)" if metric == "invariance_error" else ""), loc="left")
-            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
-                      handlelength=2.2)
+            legend_outside(ax, handles)
             if i % ncols == 0:
                 ax.set_ylabel("relative error")
             ax.set_xlabel("rotation angle (°)")
