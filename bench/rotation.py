@@ -139,7 +139,8 @@ def rotate_each(x: torch.Tensor, angles_deg: Sequence[float], method: str = "bic
 def rotate_interpolated(x: torch.Tensor, theta: torch.Tensor, method: str) -> torch.Tensor:
     """Interpolated rotation by theta radians (scalar, or one angle per leading index of x).
 
-    Differentiable in theta (used for the Lie derivative). No exact fast path here on purpose.
+    Differentiable in theta, but its derivative at 0 is the interpolator's, not the rotation's: the Lie
+    derivative uses `rotation_generator`. No exact fast path here on purpose.
     """
     check_method(method)
     if method == "fourier":
@@ -209,6 +210,42 @@ def _rotate_fourier(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 
     out = shear_x(shear_y(shear_x(big)))
     return out[..., pad:pad + h, pad:pad + w].reshape(*lead, h, w)
+
+
+def spectral_derivative(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """d/d(index) of x along `dim` by FFT of its mirror extension (x followed by x reversed, period 2n).
+
+    The mirror extension is continuous, so a map that is constant up to its border (a conv's bias) gets a zero
+    derivative, as in the continuum, instead of the Gibbs ringing a zero- or periodically-extended FFT gives
+    at a jump. For images that vanish near their border (band-limited inputs, disk-masked data) it equals the
+    derivative of the trigonometric interpolant, i.e. it is exact for band-limited content. The Nyquist bin
+    is dropped (the derivative of a real sampled sine at Nyquist is undefined)."""
+    n = x.shape[dim]
+    work = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    ext = torch.cat([work, work.flip(dim)], dim=dim)
+    freqs = torch.fft.rfftfreq(2 * n, device=x.device, dtype=work.dtype)
+    mult = (2j * math.pi) * freqs
+    mult[-1] = 0  # Nyquist (2n is even)
+    shape = [1] * x.dim()
+    shape[dim] = mult.numel()
+    spec = torch.fft.rfft(ext, dim=dim) * mult.reshape(shape)
+    return torch.fft.irfft(spec, n=2 * n, dim=dim).narrow(dim, 0, n).to(x.dtype)
+
+
+def rotation_generator(x: torch.Tensor) -> torch.Tensor:
+    """d/dtheta R_theta x at theta = 0 (radians) for images (..., H, W), exactly, whatever the interpolator.
+
+    With display coordinates x = col - cx (right) and y = cy - row (up), R_theta x (p) = x(R_-theta p), so the
+    derivative is (y d/dx - x d/dy) x = (cy - row) d/dcol + (col - cx) d/drow, the partial derivatives taken
+    spectrally (`spectral_derivative`). It equals the tangent of the Fourier rotation on band-limited images
+    (tests/test_rotation.py checks it against a central difference), not that of an interpolator: bicubic
+    grid_sample's slope at the grid is 1.5x a central difference, bilinear's is a one-sided difference."""
+    h, w = x.shape[-2:]
+    rows = torch.arange(h, dtype=x.dtype, device=x.device)
+    cols = torch.arange(w, dtype=x.dtype, device=x.device)
+    y_up = ((h - 1) / 2.0 - rows)[:, None]
+    x_right = (cols - (w - 1) / 2.0)[None, :]
+    return y_up * spectral_derivative(x, -1) + x_right * spectral_derivative(x, -2)
 
 
 def disk_mask(h: int, w: int | None = None, radius: float | None = None,
