@@ -9,7 +9,9 @@ Conventions (one for the whole suite):
   flip (mirror left-right, ``torch.flip(x, (-1,))``). A vertical flip is ``(180, True)``.
 - Multiples of 90 degrees and flips are exact index permutations. Other angles are split into an exact rot90
   part and a residual in (-45, 45] that is interpolated, so interpolation error never exceeds that of 45 deg.
-- Interpolated samples that fall outside the image read zeros ("corners filled with 0").
+- Interpolated samples that fall outside the image read `fill` (default 0, "corners filled with 0"): a
+  number or one value per channel. Datasets state theirs (`DatasetInfo.fill`: the normalised value of an empty
+  pixel), so that rotated test images get the background their training images had.
 
 Methods: ``nearest``, ``bilinear``, ``bicubic`` (torch ``grid_sample``, cubic A=-0.75), ``bspline`` (cubic
 B-spline interpolation of the prefiltered image, what ``scipy.ndimage`` does with ``order=3``; batched torch)
@@ -100,7 +102,11 @@ def is_grid_angle(angle_deg: float) -> bool:
     return split_angle(angle_deg)[1] == 0.0
 
 
-def rotate(x: torch.Tensor, angle_deg: float, method: str = DEFAULT_METHOD, reflect: bool = False) -> torch.Tensor:
+Fill = float | Sequence[float] | torch.Tensor
+
+
+def rotate(x: torch.Tensor, angle_deg: float, method: str = DEFAULT_METHOD, reflect: bool = False,
+           fill: Fill = 0.0) -> torch.Tensor:
     """Apply the group element (angle_deg, reflect) to images x of shape (..., H, W)."""
     check_method(method)
     if reflect:
@@ -112,17 +118,17 @@ def rotate(x: torch.Tensor, angle_deg: float, method: str = DEFAULT_METHOD, refl
         return x
     if x.shape[-1] != x.shape[-2] and k % 2:
         raise ValueError("non-square images can only be rotated by multiples of 180 degrees exactly")
-    return rotate_interpolated(x, torch.tensor(math.radians(r), dtype=x.dtype, device=x.device), method)
+    return rotate_interpolated(x, torch.tensor(math.radians(r), dtype=x.dtype, device=x.device), method, fill)
 
 
 def rotate_many(x: torch.Tensor, angles_deg: Sequence[float], method: str = DEFAULT_METHOD,
-                reflect: bool = False) -> torch.Tensor:
+                reflect: bool = False, fill: Fill = 0.0) -> torch.Tensor:
     """Rotate x (N, C, H, W) by every angle: returns (A, N, C, H, W)."""
-    return rotate_each(x.unsqueeze(0).expand(len(angles_deg), *x.shape), angles_deg, method, reflect)
+    return rotate_each(x.unsqueeze(0).expand(len(angles_deg), *x.shape), angles_deg, method, reflect, fill)
 
 
 def rotate_each(x: torch.Tensor, angles_deg: Sequence[float], method: str = DEFAULT_METHOD,
-                reflect: bool = False) -> torch.Tensor:
+                reflect: bool = False, fill: Fill = 0.0) -> torch.Tensor:
     """Rotate x[i] (any shape (..., H, W)) by angles_deg[i]; returns a tensor shaped like x.
 
     All interpolated angles go through one batched interpolation call (the protocols' hot path)."""
@@ -143,17 +149,35 @@ def rotate_each(x: torch.Tensor, angles_deg: Sequence[float], method: str = DEFA
     if pending:
         idx = [i for i, _ in pending]
         thetas = torch.tensor([math.radians(r) for _, r in pending], dtype=x.dtype, device=x.device)
-        out[idx] = rotate_interpolated(out[idx], thetas, method)
+        out[idx] = rotate_interpolated(out[idx], thetas, method, fill)
     return out
 
 
-def rotate_interpolated(x: torch.Tensor, theta: torch.Tensor, method: str) -> torch.Tensor:
+def fill_tensor(fill: Fill, x: torch.Tensor) -> torch.Tensor | None:
+    """`fill` shaped to broadcast over x (..., C, H, W) (one value per channel, or one for all); None for 0."""
+    f = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(-1)
+    if not bool(f.ne(0).any()):
+        return None
+    if f.numel() == 1:
+        return f.reshape(())
+    if x.dim() < 3 or x.shape[-3] != f.numel():
+        raise ValueError(f"fill has {f.numel()} values but the images have shape {tuple(x.shape)} "
+                         "(one value per channel, or one for all)")
+    return f.reshape(-1, 1, 1)
+
+
+def rotate_interpolated(x: torch.Tensor, theta: torch.Tensor, method: str, fill: Fill = 0.0) -> torch.Tensor:
     """Interpolated rotation by theta radians (scalar, or one angle per leading index of x).
 
+    Samples outside the image read `fill`: the rotation of x - fill, plus fill (every method is linear, so
+    this equals rotating the un-normalised image with black corners when fill is the normalised black).
     Differentiable in theta, but its derivative at 0 is the interpolator's, not the rotation's: the Lie
     derivative uses `rotation_generator`. No exact fast path here on purpose.
     """
     check_method(method)
+    f = fill_tensor(fill, x)
+    if f is not None:
+        return rotate_interpolated(x - f, theta, method) + f
     if method == "fourier":
         return _rotate_fourier(x, theta)
     if method == "bspline":
@@ -232,7 +256,10 @@ def _bspline_taps(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
 
 
 def _rotate_bspline(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Prefiltered cubic B-spline rotation (scipy.ndimage order=3 on the zero-extended image)."""
+    """Prefiltered cubic B-spline rotation (scipy.ndimage order=3 on the zero-extended image); half precision
+    inputs are computed in float32 (torch's FFTs need it)."""
+    if x.dtype not in (torch.float32, torch.float64):
+        return _rotate_bspline(x.float(), theta.float()).to(x.dtype)
     h, w = x.shape[-2:]
     imgs, theta = _batched(x, theta)
     pad = BSPLINE_PAD
