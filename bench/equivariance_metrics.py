@@ -35,6 +35,20 @@ def map_mask(t: torch.Tensor) -> torch.Tensor:
     return disk_mask(t.shape[-2], t.shape[-1], device=t.device)
 
 
+def comparison_mask(t: torch.Tensor, margin: int | None, min_radius: float = 0.0) -> torch.Tensor:
+    """Disk of a (…, H, W) map shrunk by `margin` pixels: the pixels a padded network's border does not reach.
+
+    `margin` comes from `bench.margins` (`traced_margins`: the receptive-field bound; `padding_effect_margins`:
+    where the border measurably changes the map). The radius never drops below `min_radius` (e.g. half the
+    map's disk, a documented fallback for late maps that the bound covers entirely; None margin -> that
+    fallback too). An empty mask (a 2x2 map has no pixel centre within 0.5 of its centre) makes every masked
+    error 0/0: check ``mask.any()`` before reporting."""
+    h, w = t.shape[-2:]
+    full = (min(h, w) - 1) / 2.0
+    radius = min_radius if margin is None else max(full - margin, min_radius)
+    return disk_mask(h, w, radius=radius, device=t.device)
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Isotropic sampled-Gaussian blur, zero padded: a continuous-rotation-equivariant reference operator.
 
@@ -64,6 +78,40 @@ def blur_floor(x: torch.Tensor, angles: Sequence[float], method: str, sigma: flo
     lhs = gaussian_blur(rotated, sigma)
     rhs = rotate_many(gaussian_blur(x, sigma), angles, method)
     return masked_relative_error(lhs, rhs, map_mask(x)).mean(dim=-1)
+
+
+def resize_about_centre(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resample (…, H, W) maps to (size, size) keeping the centre fixed (a scaling about the image centre,
+    which commutes with rotations about it): when shrinking, a Gaussian anti-aliasing blur of half an output
+    pixel, then bilinear interpolation with aligned corners (centre to centre, corner to corner)."""
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x
+    shrink = (min(h, w) - 1) / max(size - 1, 1)
+    if shrink > 1:
+        x = gaussian_blur(x, 0.5 * shrink)
+    flat = x.reshape(-1, x.shape[-3], h, w) if x.dim() >= 3 else x.reshape(-1, 1, h, w)
+    out = F.interpolate(flat, size=(size, size), mode="bilinear", align_corners=True)
+    return out.reshape(*x.shape[:-2], size, size)
+
+
+def resolution_blur_floor(x: torch.Tensor, size: int, angles: Sequence[float], method: str, sigma: float = 1.5,
+                          mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-angle floor of a map at resolution `size` made from inputs x: the equivariance error of an exactly
+    (continuously) equivariant operator that outputs (size, size) maps, D = blur(sigma px of the output)
+    after `resize_about_centre`. Like a network's late features, its left side rotates the large input (a
+    small interpolation error) and its right side rotates the small map (a large one); so this, not the
+    map's round trip (two interpolations at the small size, not a bound of one), is the floor to read a
+    feature's error against. Equals `blur_floor` at the input's own size. `mask` (size, size) defaults to the
+    disk."""
+    def op(t: torch.Tensor) -> torch.Tensor:
+        return gaussian_blur(resize_about_centre(t, size), sigma)
+
+    lhs = op(rotate_many(x, angles, method).flatten(0, 1)).reshape(len(angles), *x.shape[:-2], size, size)
+    ref = op(x)
+    rhs = rotate_many(ref, angles, method)
+    m = disk_mask(size, size, device=x.device) if mask is None else mask
+    return masked_relative_error(lhs, rhs, m).mean(dim=-1)
 
 
 def rotation_tangent(x: torch.Tensor, method: str | None = None) -> torch.Tensor:
