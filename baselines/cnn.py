@@ -10,6 +10,7 @@ from torchvision.models import resnet18 as tv_resnet18
 
 from baselines.common import SmallNet, base_channels, check_match, plain_body, pop_unused
 from bench.contract import INVARIANT, SCALAR, SymmetryContract
+from bench.errors import UsageError
 from bench.models import register_model
 
 
@@ -67,18 +68,34 @@ class ResNetFeatures(nn.Module):
         return {"features": features, "pooled": pooled, "logits": n.fc(pooled)}
 
 
-@register_model("resnet18")
-def resnet18(in_channels: int = 3, num_classes: int = 10, match: str = "params", **kw) -> ResNetFeatures:
-    """torchvision ResNet-18 with a small-input (CIFAR) stem: 3x3 stride-1 conv, no max-pool.
+#: stem name -> (first conv kernel, its stride, keep torchvision's 3x3/2 max-pool)
+RESNET_STEMS: dict[str, tuple[int, int, bool]] = {
+    "cifar": (3, 1, False),       # small-input stem: the stages run at 1, 1/2, 1/4, 1/8 of the input side
+    "keep_conv1": (5, 1, True),   # official GMR-Conv --res-keep-conv1: 5x5 stride 1, max-pool kept: 1/2 .. 1/16
+    "imagenet": (7, 2, True),     # stock torchvision: 1/4 .. 1/32
+}
 
-    It is the reference of the ResNet-18 scale (`c8_resnet18` matches its parameter count), so `match` is
-    accepted and ignored. 11,173,962 parameters for 3 input channels and 10 classes (stock torchvision
-    ResNet-18 with its 7x7 stem: 11,181,642).
+
+@register_model("resnet18")
+def resnet18(in_channels: int = 3, num_classes: int = 10, match: str = "params", stem: str = "cifar",
+             **kw) -> ResNetFeatures:
+    """torchvision ResNet-18; default small-input (CIFAR) stem: 3x3 stride-1 conv, no max-pool.
+
+    ``stem='keep_conv1'`` is what the official GMR-Conv code trains as its ResNet-18 baseline with
+    ``--res-keep-conv1``: torchvision's 7x7 stride-2 conv replaced by a 5x5 stride-1 one, the max-pool kept,
+    so the four stages run at 16, 8, 4, 2 px on 32x32 inputs, like `gmr_resnet18` (GMR 5x5 stem + AvgPool);
+    ``stem='imagenet'`` is the stock network. It is the reference of the ResNet-18 scale (`c8_resnet18` and
+    `gmr_resnet18` match its default's parameter count), so `match` is accepted and ignored. Parameters for 3
+    input channels and 10 classes: 11,173,962 (cifar), 11,177,034 (keep_conv1), 11,181,642 (imagenet).
     """
     check_match(match)
     pop_unused(kw, "resnet18")
+    if stem not in RESNET_STEMS:
+        raise UsageError(f"resnet18: unknown stem {stem!r}; valid: {', '.join(RESNET_STEMS)}")
+    k, stride, keep_pool = RESNET_STEMS[stem]
     net = tv_resnet18(weights=None, num_classes=num_classes)
-    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=k, stride=stride, padding=k // 2, bias=False)
     nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
-    net.maxpool = nn.Identity()
+    if not keep_pool:
+        net.maxpool = nn.Identity()
     return ResNetFeatures(net, plain_contract())

@@ -22,8 +22,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from bench import augment as aug
 from bench.errors import UsageError
-from bench.rotation import disk_mask, rotate, rotate_interpolated, rotate_many, split_angle
+from bench.rotation import (
+    DEFAULT_METHOD,
+    Fill,
+    disk_mask,
+    fill_tensor,
+    rotate,
+    rotate_interpolated,
+    rotate_many,
+    split_angle,
+)
 
 CHECKPOINT_FORMAT = 1
 
@@ -64,6 +74,18 @@ def fixed_subset(dataset: Dataset, limit: int | None, seed: int = 0) -> Dataset:
     return sub
 
 
+def dataset_fill(dataset: Dataset) -> tuple[float, ...] | float:
+    """What rotated-in corners (and masked-out pixels) get for this dataset: ``dataset.info.fill`` (the
+    normalised value of an empty pixel, see `bench.datasets.DatasetInfo`), or 0 without info."""
+    info = getattr(dataset, "info", None)
+    return tuple(info.fill) if info is not None else 0.0
+
+
+def _confine(x: torch.Tensor, keep: torch.Tensor, fill: torch.Tensor | None) -> torch.Tensor:
+    """Pixels outside the disk `keep` become the background `fill` (0 when None)."""
+    return x * keep if fill is None else x * keep + fill * (1 - keep)
+
+
 # -- training ------------------------------------------------------------------------------------------------
 def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.0,
                    momentum: float = 0.9) -> torch.optim.Optimizer:
@@ -81,21 +103,29 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float =
 
 def train_model(model: nn.Module, dataset: Dataset, *, seed: int, epochs: int, batch_size: int,
                 optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
-                schedule: str = "cosine", augment: str | None = None, rotation: str = "bilinear",
-                mask: bool = False, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                schedule: str = "cosine", augment: str | Sequence[str] | None = None,
+                rotation: str = DEFAULT_METHOD, mask: bool = False, fill: Fill | None = None,
+                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                 num_workers: int = 0, progress: bool = False, desc: str = "train") -> dict[str, float]:
     """Train `model` in place with cross-entropy on `dataset`; returns final epoch's mean loss and the time.
 
     Deterministic for a given seed: the caller seeds the model's initialisation (see `deterministic`), the
-    loader shuffles with its own generator seeded from `seed`, and rotation augmentation draws its angles from
-    another one. ``augment='rotation'`` rotates every training image by an angle uniform in [0, 360) with
-    `bench.rotation` (after normalisation, corners 0). Raises FloatingPointError when the loss stops being finite.
+    loader shuffles with its own generator seeded from `seed`, image augmentations are seeded per image and
+    epoch (`bench.augment`) and rotation augmentation draws its angles from another generator.
+    ``augment`` is a recipe name (``'rotation'``, ``'gmr_cifar'``) or a list of ops (`bench.augment`); the
+    image ops run before normalisation, ``rotation`` rotates every training image by an angle uniform in
+    [0, 360) with `bench.rotation`, corners filled with `fill` (None: the dataset's background,
+    `dataset_fill`). ``mask`` sets the pixels outside the disk to that background too. Raises
+    FloatingPointError when the loss stops being finite.
     """
     device = torch.device(device)
+    ops = aug.resolve(augment)
+    fill = dataset_fill(dataset) if fill is None else fill
     loader_gen = torch.Generator().manual_seed(seed)
     aug_gen = torch.Generator().manual_seed(seed + 7919)
     n = len(dataset)  # type: ignore[arg-type]
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=loader_gen,
+    source: Dataset = aug.Augmented(dataset, aug.image_ops(ops), seed) if aug.image_ops(ops) else dataset
+    loader = DataLoader(source, batch_size=batch_size, shuffle=True, generator=loader_gen,
                         num_workers=num_workers, drop_last=n > batch_size,
                         pin_memory=device.type == "cuda")
     opt = make_optimizer(model, optimizer, lr, weight_decay, momentum)
@@ -106,18 +136,20 @@ def train_model(model: nn.Module, dataset: Dataset, *, seed: int, epochs: int, b
     final_loss = math.nan
     start = time.perf_counter()
     with tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step") as bar:
-        for _epoch in range(epochs):
+        for epoch in range(epochs):
+            if isinstance(source, aug.Augmented):
+                source.set_epoch(epoch)
             loss_sum, count = 0.0, 0
             for x, y in loader:
                 x = x.to(device=device, dtype=dtype, non_blocking=True)
                 y = y.to(device=device, non_blocking=True)
-                if augment == "rotation":
+                if aug.ROTATION in ops:
                     theta = torch.rand(len(x), generator=aug_gen, dtype=torch.float64) * (2 * math.pi)
-                    x = rotate_interpolated(x, theta.to(device=device, dtype=dtype), rotation)
+                    x = rotate_interpolated(x, theta.to(device=device, dtype=dtype), rotation, fill)
                 if mask:
                     if keep is None:
                         keep = disk_mask(x.shape[-2], x.shape[-1], device=device).to(dtype)
-                    x = x * keep
+                    x = _confine(x, keep, fill_tensor(fill, x))
                 loss = F.cross_entropy(model(x), y)
                 if not torch.isfinite(loss):
                     raise FloatingPointError("training diverged (NaN loss)")
@@ -145,18 +177,22 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
 
 @torch.inference_mode()
 def evaluate_rotations(model: nn.Module, dataset: Dataset, angles: Sequence[float], *, flips: bool = True,
-                       rotation: str = "bilinear", mask: bool = False, batch_size: int = 256,
-                       device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                       num_workers: int = 0, progress: bool = False, desc: str = "eval",
-                       max_elements: int = 1 << 24) -> dict[str, Any]:
+                       rotation: str = DEFAULT_METHOD, mask: bool = False, fill: Fill | None = None,
+                       batch_size: int = 256, device: torch.device | str = "cpu",
+                       dtype: torch.dtype = torch.float32, num_workers: int = 0, progress: bool = False,
+                       desc: str = "eval", max_elements: int = 1 << 24) -> dict[str, Any]:
     """Accuracy of `model` on `dataset` rotated by each angle, and (optionally) flipped left-right / up-down.
 
-    Images are rotated after normalisation with `bench.rotation.rotate_many` (corners 0); angles equal modulo
-    360 are computed once. With ``mask`` every evaluated input (upright included) is multiplied by the disk
-    mask. The vertical flip is the group element (180, reflect) of `bench.rotation`.
+    Images are rotated with `bench.rotation.rotate_many`, the corners they bring in filled with `fill`
+    (None: the dataset's background, `dataset_fill`: MNIST's normalised black is -0.42, CIFAR's -1.7..-2.0;
+    filling with 0 would show even a perfectly invariant classifier grey corners no training image had; 0
+    reproduces the official GMR-Conv evaluation). Angles equal modulo 360 are computed once. With ``mask``
+    every evaluated input (upright included) has the pixels outside the disk set to that background. The
+    vertical flip is the group element (180, reflect) of `bench.rotation`.
     Returns ``{"angles": {angle: acc}, "flip_h": acc, "flip_v": acc, "n": N, "eval_time_s": s}``.
     """
     device = torch.device(device)
+    fill = dataset_fill(dataset) if fill is None else fill
     model.to(device=device, dtype=dtype).eval()
     distinct: list[float] = []
     key_of: dict[float, float] = {}
@@ -177,21 +213,22 @@ def evaluate_rotations(model: nn.Module, dataset: Dataset, angles: Sequence[floa
         y = y.to(device=device)
         if mask and keep is None:
             keep = disk_mask(x.shape[-2], x.shape[-1], device=device).to(dtype)
+        background = fill_tensor(fill, x)
         per = max(1, max_elements // max(x.numel(), 1))  # angles per rotate_many call
         for i in range(0, len(distinct), per):
             chunk = distinct[i:i + per]
-            rotated = rotate_many(x, chunk, method=rotation)  # (A, B, C, H, W)
+            rotated = rotate_many(x, chunk, method=rotation, fill=fill)  # (A, B, C, H, W)
             if keep is not None:
-                rotated = rotated * keep
+                rotated = _confine(rotated, keep, background)
             pred = _predict(model, rotated.reshape(-1, *x.shape[1:]), batch_size).reshape(len(chunk), -1)
             hits = (pred == y[None]).sum(dim=1).tolist()
             for a, h in zip(chunk, hits):
                 correct[a] += int(h)
         if flips:
             for which, element in (("h", (0.0, True)), ("v", (180.0, True))):
-                xf = rotate(x, element[0], method=rotation, reflect=element[1])
+                xf = rotate(x, element[0], method=rotation, reflect=element[1], fill=fill)
                 if keep is not None:
-                    xf = xf * keep
+                    xf = _confine(xf, keep, background)
                 h = int((_predict(model, xf, batch_size) == y).sum())
                 if which == "h":
                     correct_h += h

@@ -69,6 +69,111 @@ def test_gmr_dense_and_two_stage_flops_follow_the_cost_formula(k, c_in, c_out):
     assert count_flops(eval_step(fresh, x)) > gmr_dense_flops(11, 11, c_in, c_out, k, batch=2)
 
 
+# -- training FLOPs of grouped convolutions (torch's convolution_backward formula drops `groups`) -----------
+def fwd_bwd(module: nn.Module, x: torch.Tensor):
+    """One forward + backward with the input gradient requested too: fwd + input-grad + weight-grad."""
+    leaf = x.detach().clone().requires_grad_()
+
+    def step():
+        module(leaf).square().sum().backward()
+
+    return step
+
+
+@pytest.mark.parametrize("c_in,c_out,groups", [(8, 12, 1), (8, 12, 4), (16, 16, 16), (6, 18, 6)])
+def test_training_flops_of_dense_grouped_and_depthwise_convs_are_three_forwards(c_in, c_out, groups):
+    conv = nn.Conv2d(c_in, c_out, 5, padding="same", groups=groups, bias=False)
+    x = torch.randn(2, c_in, 9, 7)
+    fwd = conv2d_flops(9, 7, c_in, c_out, 5, batch=2, groups=groups)
+    assert fwd == 2 * 2 * 9 * 7 * (c_in // groups) * c_out * 25
+    assert count_flops(eval_step(conv, x)) == fwd
+    assert count_flops(fwd_bwd(conv, x)) == 3 * fwd  # torch alone: 2 * fwd + groups * fwd
+    assert model_flops(conv, x, "train") == 2 * fwd  # train step: the input needs no gradient
+
+
+def test_strided_and_transposed_grouped_convs_count_backward_at_forward_cost():
+    down = nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False)
+    x = torch.randn(1, 8, 10, 10)  # output 5x5
+    fwd = 2 * 25 * 8 * 1 * 9
+    assert count_flops(eval_step(down, x)) == fwd and count_flops(fwd_bwd(down, x)) == 3 * fwd
+    up = nn.ConvTranspose2d(8, 12, 3, stride=2, groups=4, bias=False)
+    x = torch.randn(1, 8, 5, 5)  # a transposed conv pairs each weight entry with each *input* position
+    fwd = 2 * 25 * 8 * (12 // 4) * 9
+    assert count_flops(eval_step(up, x)) == fwd and count_flops(fwd_bwd(up, x)) == 3 * fwd
+
+
+@pytest.mark.skipif(not HAS_GMR, reason="gmr package not available")
+def test_gmr_layer_train_step_costs_two_to_three_forwards_on_both_paths():
+    """64 channels, k = 9, 32x32, batch 1 (the audit's case: two-stage came out at 38x with torch's formula)."""
+    from gmr.conv import GMRConv2d
+
+    x = torch.randn(1, 64, 32, 32)
+    c, k, hw = 64, 9, 32 * 32
+    for impl in ("dense", "two_stage"):
+        layer = GMRConv2d(c, c, k, padding="same", impl=impl)
+        R = layer.num_rings
+        eval_flops, train_flops = model_flops(layer, x, "eval"), model_flops(layer, x, "train")
+        if impl == "dense":
+            # conv forward + weight gradient, and the kernel assembly K = W . basis with its two gradients
+            expected = 2 * gmr_dense_flops(32, 32, c, c, k) + 3 * (2 * c * c * R * k * k)
+            assert eval_flops == gmr_dense_flops(32, 32, c, c, k)
+        else:
+            # depthwise stage: forward + basis gradient; 1x1 mix: forward + weight gradient + input gradient
+            expected = 2 * (2 * hw * c * R * k * k) + 3 * (2 * hw * c * R * c)
+            assert eval_flops == gmr_two_stage_flops(32, 32, c, c, k, R)
+        # the rest is the R-ring basis (R x R mixing of R x k^2 masks): < 0.01 %
+        assert train_flops == pytest.approx(expected, rel=1e-4)
+        assert 2.0 <= train_flops / eval_flops <= 3.0
+
+
+def resnet18_stages(side: int, width: int, kernels: tuple[int, ...], stem_side: int, first_stage_side: int):
+    """Conv layers of a ResNet-18 (basic blocks 2-2-2-2, widths width * 2^i) as (positions, c_in, c_out, k):
+    stage i runs at first_stage_side / 2^i; the shortcut of a downsampling block is a 1x1 conv."""
+    layers = [(stem_side * stem_side, -1, width, -1)]  # the stem, filled in by the caller
+    c_prev = width
+    for i, k in enumerate(kernels):
+        c, p = width * 2**i, (first_stage_side // 2**i) ** 2
+        layers += [(p, c_prev, c, k), (p, c, c, k), (p, c, c, k), (p, c, c, k)]
+        if c_prev != c:
+            layers.append((p, c_prev, c, 1))
+        c_prev = c
+    return layers
+
+
+def test_gmr_resnet18_trains_for_a_fraction_of_resnet18s_flops():
+    """Analytic train-step FLOPs (batch 1, 32x32x3, 10 classes) of both registry networks.
+
+    Every layer costs its forward plus the weight gradient plus (except where it reads the input image) the
+    input gradient. resnet18: CIFAR stem 3x3 at 32^2, stages 64..512 at 32, 16, 8, 4 px. gmr_resnet18
+    (match='params': base width w = 107, two-stage GMR layers): stem 5x5 at 32^2 then AvgPool, stages w..8w
+    with k = 9, 9, 5, 5 (R = k//2 + 1 rings) at 16, 8, 4, 2 px; a GMR layer is a depthwise stage
+    (2 P C_in R k^2) and a 1x1 mix (2 P C_in R C_out). Elementwise work (BN, ReLU, pools) is not counted."""
+    from bench.models import create_model
+
+    x = torch.randn(1, 3, 32, 32)
+    plain = create_model("resnet18", 3, 10)
+    gmr_net = create_model("gmr_resnet18", 3, 10, impl="two_stage")
+    w = gmr_net.conv1.out_channels
+    assert w == 107
+
+    plain_total = 2 * (2 * 1024 * 3 * 64 * 9) + 3 * (2 * 512 * 10)  # stem (no input grad) + fc
+    for p, ci, co, k in resnet18_stages(32, 64, (3, 3, 3, 3), 32, 32)[1:]:
+        plain_total += 3 * 2 * p * ci * co * k * k
+    gmr_total = 2 * (2 * 1024 * 3 * 3 * 25) + 3 * (2 * 1024 * 3 * 3 * w) + 3 * (2 * 8 * w * 10)  # stem, fc
+    for p, ci, co, k in resnet18_stages(32, w, (9, 9, 5, 5), 32, 16)[1:]:
+        if k == 1:
+            gmr_total += 3 * 2 * p * ci * co
+        else:
+            rings = k // 2 + 1
+            gmr_total += 3 * (2 * p * ci * rings * k * k) + 3 * (2 * p * ci * rings * co)
+    measured_plain = model_flops(plain, x, "train")
+    measured_gmr = model_flops(gmr_net, x, "train")
+    assert measured_plain == plain_total
+    assert measured_gmr == pytest.approx(gmr_total, rel=1e-3)  # + the ring bases and kernel repeats
+    assert measured_gmr / measured_plain == pytest.approx(gmr_total / plain_total, rel=1e-3)
+    assert 0.4 < gmr_total / plain_total < 0.5  # ~0.45 at 32^2 (the audit's 0.36 was at CIFAR's padded 33^2)
+
+
 # -- timing --------------------------------------------------------------------------------------------------
 class FakeClock:
     """A clock that only the measured callable advances: slow (10 ms) for its first `slow_calls` calls."""

@@ -10,12 +10,13 @@ from bench.equivariance_metrics import (
     lie_derivative_logits,
     lie_derivative_map,
     masked_relative_error,
+    rotation_tangent,
     roundtrip_floor,
 )
 from bench.errors import UsageError
 from bench.protocols import get_protocol
 from bench.protocols.equivariance import measure
-from bench.rotation import bandlimited_images, parse_angles
+from bench.rotation import METHODS, bandlimited_images, parse_angles
 
 
 class Identity(torch.nn.Module):
@@ -128,17 +129,77 @@ def test_lie_derivative_separates_invariant_from_plain(x):
     assert lie_derivative_map(lambda t: t, x, "bicubic").abs().max() == 0.0
 
 
-def test_lie_derivative_matches_finite_difference(x):
-    """d/dtheta at 0 via jvp equals a central difference of the same differentiable rotation."""
+def blob(size: int, x0: float, y0: float, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Gaussian blob at display position (x0, y0) from the centre, and its analytic rotation derivative:
+    R_t g (p) = g(R_-t p), so d/dt at 0 = grad g . (y, -x)."""
+    c = (size - 1) / 2
+    xs = torch.arange(size, dtype=torch.float64)[None, :] - c
+    ys = c - torch.arange(size, dtype=torch.float64)[:, None]
+    g = torch.exp(-((xs - x0) ** 2 + (ys - y0) ** 2) / (2 * sigma**2))
+    dgx, dgy = -(xs - x0) / sigma**2 * g, -(ys - y0) / sigma**2 * g
+    return g[None, None], (ys * dgx - xs * dgy)[None, None]
+
+
+def blob_images(n: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Sums of 6 signed Gaussian blobs (sigma 2.5 px) within 9 px of the centre: smooth and compact, so
+    Fourier rotation and the spectral tangent are exact on them to ~1e-5."""
+    gen = torch.Generator().manual_seed(seed)
+    pos = (torch.rand(n, channels, 6, 2, generator=gen, dtype=torch.float64) * 2 - 1) * 9 / 2**0.5
+    sign = torch.randn(n, channels, 6, generator=gen, dtype=torch.float64)
+    out = torch.zeros(n, channels, size, size, dtype=torch.float64)
+    for i in range(n):
+        for c in range(channels):
+            for j in range(6):
+                out[i, c] += sign[i, c, j] * blob(size, *pos[i, c, j].tolist(), 2.5)[0][0, 0]
+    return out
+
+
+def test_lie_derivative_matches_a_central_difference_of_fourier_rotation():
+    """LEE of a non-invariant net = |d/dtheta softmax| by a central difference of Fourier rotation."""
     from bench.rotation import rotate_interpolated
 
+    x = blob_images(6, 4, 33)
     torch.manual_seed(0)
-    net = InvariantNet().double()
+    net = torch.nn.Sequential(PlainConv(), torch.nn.Flatten(), torch.nn.LazyLinear(3)).double()
+    net(x)
     eps = 1e-4
     t = torch.tensor(eps, dtype=torch.float64)
     fd = (torch.softmax(net(rotate_interpolated(x, t, "fourier")), -1)
           - torch.softmax(net(rotate_interpolated(x, -t, "fourier")), -1)) / (2 * eps)
-    assert torch.allclose(lie_derivative_logits(net, x, "fourier"), fd.abs().mean(-1), rtol=1e-3, atol=1e-8)
+    assert torch.allclose(lie_derivative_logits(net, x, "bicubic"), fd.abs().mean(-1), rtol=1e-3)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_rotation_tangent_is_the_analytic_derivative_whatever_the_method(method):
+    """Through torch's bicubic kernel it was 1.44x the truth (its slope at the grid is 1.5x a central
+    difference), through bilinear a one-sided difference, through nearest 0."""
+    g, expected = blob(33, 6.0, 3.0, 2.5)
+    tangent = rotation_tangent(g, method)
+    assert ((tangent - expected).norm() / expected.norm()).item() < 0.01
+
+
+def test_lie_derivative_does_not_depend_on_the_rotation_method():
+    """LEE of layer_conv2d's map (was 1.81 with bicubic, 1.34 with fourier) and of a small CNN's logits."""
+    from bench.contract import exposed_features
+    from bench.models import create_model
+
+    torch.manual_seed(0)
+    layer = create_model("layer_conv2d", in_channels=8, num_classes=10).double().eval()
+    x8 = bandlimited_images(8, 8, 33, seed=0, dtype=torch.float64)
+    maps = [lie_derivative_map(lambda t: exposed_features(layer, t)["out"], x8, m).mean().item() for m in METHODS]
+    torch.manual_seed(0)
+    net = create_model("cnn", in_channels=1, num_classes=10).double().eval()
+    x1 = bandlimited_images(8, 1, 29, seed=0, dtype=torch.float64)
+    logits = [lie_derivative_logits(net, x1, m).mean().item() for m in METHODS]
+    for values in (maps, logits):
+        assert min(values) > 0 and max(values) / min(values) < 1.02
+
+
+def test_lie_derivative_of_a_bias_is_zero():
+    """A constant map (a conv's bias) has a zero rotation derivative, also at the map's border."""
+    const = torch.full((1, 2, 9, 9), 3.0, dtype=torch.float64)
+    assert rotation_tangent(const).abs().max() < 1e-12
+    assert lie_derivative_map(lambda t: t.sum(dim=1, keepdim=True) * 0 + 1.0, const).abs().max() < 1e-12
 
 
 def test_same_seed_same_numbers(settings):

@@ -42,17 +42,28 @@ class DatasetInfo:
     splits: tuple[str, ...] = ("train", "test")
     offline: bool = False  # needs no files at all
     description: str = ""
+    # normalised value of an empty pixel, one per channel; None: a black pixel, -mean/std. Rotations fill the
+    # corners they bring in with it, so a rotated test image has the background the training images had.
+    background: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def fill(self) -> tuple[float, ...]:
+        """What rotated-in corners are filled with (`background`, else the normalised black -mean/std)."""
+        if self.background is not None:
+            return tuple(float(v) for v in self.background)
+        return tuple(-m / s for m, s in zip(self.mean, self.std))
 
 
 # name: (module, DatasetInfo fields)
 _BUILTIN: dict[str, tuple[str, dict[str, Any]]] = {
     "rotdigits": ("bench.datasets.rotdigits", dict(
         in_channels=1, num_classes=10, image_size=29,
-        # mean/std of the training split inside the disk (checked against the data by the tests)
-        mean=(0.22446,), std=(0.33295,), offline=True,
+        # mean/std of the training split inside the disk (checked against the data by the tests); the images
+        # are exactly 0 outside the disk, so that is their empty pixel (not the normalised black inside it)
+        mean=(0.22446,), std=(0.33295,), offline=True, background=(0.0,),
         description="scikit-learn's bundled 8x8 digits, bicubic-upsampled, on a 29x29 disk; 1297 train / 500 test",
     )),
     "mnist": ("bench.datasets.vision", dict(
