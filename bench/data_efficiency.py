@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -114,5 +113,5 @@ def examples_needed(sizes: Sequence[float], accuracies: Sequence[float],
     return {float(t): examples_to_reach(sizes, accuracies, t) for t in targets}
 
 
-__all__: list[Any] = ["log_sizes", "dataset_labels", "stratified_indices", "stratified_subset",
-                      "examples_to_reach", "examples_needed"]
+__all__ = ["log_sizes", "dataset_labels", "stratified_indices", "stratified_subset",
+           "examples_to_reach", "examples_needed"]
