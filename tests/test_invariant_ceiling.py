@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from bench.errors import UsageError
-from bench.invariant_ceiling import invariant_ceiling, nearest_neighbour, orbit_angles, orbit_nearest_neighbour
+from bench.invariant_ceiling import (
+    invariant_ceiling,
+    nearest_neighbour,
+    orbit_angles,
+    orbit_nearest_neighbour,
+)
 
 SIZE = 21
 
