@@ -4,6 +4,8 @@
 - `stratified_indices` / `stratified_subset`: a seeded subset with the same number of examples of every
   class. For a fixed seed the subsets are *nested* (the 10-per-class set contains the 5-per-class set), so a
   curve over sizes measures more data, not different data.
+- `epochs_for`: epochs that give a small training set at least a minimum number of optimizer steps (8
+  epochs of 5 examples per class are 8 steps: an untrained model, not a data-limited one).
 - `examples_to_reach`: the number of examples per class at which an accuracy-vs-size curve first reaches a
   target accuracy, interpolated linearly in log size; None when the curve never gets there.
 
@@ -80,6 +82,18 @@ def stratified_subset(dataset: Dataset, per_class: int, seed: int = 0) -> Subset
     return sub
 
 
+def epochs_for(n_examples: int, batch_size: int, epochs: int, min_steps: int = 0) -> int:
+    """At least `epochs`, and enough epochs that training takes at least `min_steps` optimizer steps.
+
+    Steps per epoch as `bench.training.train_model` takes them: it drops the last partial batch unless the
+    whole set fits in one batch, so n // batch_size steps (at least 1)."""
+    if min(n_examples, batch_size, epochs) < 1 or min_steps < 0:
+        raise UsageError(f"need n_examples, batch_size, epochs >= 1 and min_steps >= 0, got "
+                         f"{n_examples}, {batch_size}, {epochs}, {min_steps}")
+    per_epoch = max(1, n_examples // batch_size)
+    return max(epochs, math.ceil(min_steps / per_epoch))
+
+
 def examples_to_reach(sizes: Sequence[float], accuracies: Sequence[float], target: float) -> float | None:
     """Examples per class at which the curve (sizes, accuracies) first reaches `target`.
 
@@ -113,5 +127,5 @@ def examples_needed(sizes: Sequence[float], accuracies: Sequence[float],
     return {float(t): examples_to_reach(sizes, accuracies, t) for t in targets}
 
 
-__all__ = ["log_sizes", "dataset_labels", "stratified_indices", "stratified_subset",
+__all__ = ["log_sizes", "dataset_labels", "stratified_indices", "stratified_subset", "epochs_for",
            "examples_to_reach", "examples_needed"]

@@ -12,22 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections import defaultdict
 
 import torch
 
-from bench.data_efficiency import stratified_subset
+from bench.data_efficiency import epochs_for, stratified_subset
 from bench.datasets import create_dataset
 from bench.models import create_model
 from bench.training import deterministic, evaluate_rotations, train_model
-
-
-def epochs_for(n: int, batch_size: int, epochs: int, min_steps: int) -> int:
-    """At least `epochs`, and enough epochs for `min_steps` steps (train_model drops the last partial batch)."""
-    per_epoch = n // batch_size if n > batch_size else 1
-    return max(epochs, math.ceil(min_steps / per_epoch))
 
 
 def main() -> None:

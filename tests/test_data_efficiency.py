@@ -10,6 +10,7 @@ from torch.utils.data import Dataset, Subset
 
 from bench.data_efficiency import (
     dataset_labels,
+    epochs_for,
     examples_needed,
     examples_to_reach,
     log_sizes,
@@ -97,3 +98,13 @@ def test_examples_to_reach_rejects_bad_curves():
                        ([5, 50], [0.1, math.nan]), ([], [])):
         with pytest.raises(UsageError):
             examples_to_reach(sizes, acc, 0.5)
+
+
+def test_epochs_for_a_minimum_number_of_steps():
+    assert epochs_for(50, 32, 8, 300) == 300  # 50 examples, batch 32: one step per epoch (last batch dropped)
+    assert epochs_for(200, 32, 8, 300) == 50  # 6 steps per epoch
+    assert epochs_for(5000, 32, 8, 300) == 8  # 156 steps per epoch: the epochs already give enough
+    assert epochs_for(10, 32, 8, 20) == 20  # the whole set in one batch
+    assert epochs_for(10, 32, 8) == 8
+    with pytest.raises(UsageError):
+        epochs_for(0, 32, 8, 300)
