@@ -18,8 +18,9 @@ rotation-safe disk of radius 14 like `rotdigits`; no ink reaches beyond radius 1
 
 Pixels inside the disk are normalised with the training split's mean/std inside the disk; pixels outside
 are exactly 0. Split: 500 train and 100 test images per class (5,000 / 1,000), drawn from independent
-random streams derived from the fixed dataset seed, independent of the run seed. Generation takes about
-a second on two CPU cores; the tensors are built once per process (functools.lru_cache).
+random streams derived from the fixed dataset seed, independent of the run seed. Generating both splits
+takes a few seconds on one thread (about 5 s on a busy shared two-core machine); the tensors are built
+once per process (functools.lru_cache).
 """
 
 from __future__ import annotations
@@ -263,8 +264,8 @@ def generate(split: str, seed: int = DATASET_SEED) -> Generated:
     if split not in PER_CLASS:
         raise UsageError(f"rotshapes has no split {split!r}; valid splits: {', '.join(PER_CLASS)}")
     n = PER_CLASS[split]
-    # one thread: the kernels are small elementwise ones, whose fork-join costs more than it saves (10x on a
-    # busy 2-core machine); the bytes do not depend on the thread count
+    # one thread: the kernels are small elementwise ones, whose fork-join costs more than it saves (10x slower
+    # with two threads on a busy two-core machine); it also keeps the bytes independent of the caller's setting
     with fixed_threads(1):
         images, angles = zip(*(draw_class(k, n, stream(split, k, seed)) for k in range(len(CLASSES))))
     labels = torch.arange(len(CLASSES)).repeat_interleave(n)
