@@ -19,7 +19,7 @@ rotation-safe disk of radius 14 like `rotdigits`; no ink reaches beyond radius 1
 Pixels inside the disk are normalised with the training split's mean/std inside the disk; pixels outside
 are exactly 0. Split: 500 train and 100 test images per class (5,000 / 1,000), drawn from independent
 random streams derived from the fixed dataset seed, independent of the run seed. Generating both splits
-takes a few seconds on one thread (about 5 s on a busy shared two-core machine); the tensors are built
+takes a few seconds on one thread (2–5 s on a busy shared two-core machine); the tensors are built
 once per process (functools.lru_cache).
 """
 
