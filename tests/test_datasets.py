@@ -32,7 +32,7 @@ def test_listing_is_lazy():
             "info = [dataset_info(n) for n in names]; "
             "print(names, [m for m in ('torch', 'torchvision', 'sklearn', 'h5py') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['cifar10', 'folder', 'mnist', 'mnist_rot', 'pcam', 'rotdigits'] []"
+    assert out.stdout.strip() == "['cifar10', 'folder', 'mnist', 'mnist_rot', 'pcam', 'rotdigits', 'rotshapes'] []"
 
 
 def test_info_and_errors():
@@ -40,7 +40,7 @@ def test_info_and_errors():
     assert (info.in_channels, info.num_classes, info.image_size) == (1, 10, 29) and info.offline
     assert dataset_info("cifar10").image_size == 33 and dataset_info("pcam").num_classes == 2
     assert all(dataset_info(n).image_size in (None,) or dataset_info(n).image_size % 2 == 1 for n in list_datasets())
-    assert list_datasets(offline_only=True) == ["rotdigits"]
+    assert list_datasets(offline_only=True) == ["rotdigits", "rotshapes"]
     with pytest.raises(UsageError, match="Did you mean 'mnist'"):
         create_dataset("mnits", "train")
     with pytest.raises(UsageError, match="valid splits: train, test"):

@@ -66,6 +66,12 @@ _BUILTIN: dict[str, tuple[str, dict[str, Any]]] = {
         mean=(0.22446,), std=(0.33295,), offline=True, background=(0.0,),
         description="scikit-learn's bundled 8x8 digits, bicubic-upsampled, on a 29x29 disk; 1297 train / 500 test",
     )),
+    "rotshapes": ("bench.datasets.rotshapes", dict(
+        in_channels=1, num_classes=10, image_size=29,
+        # mean/std of the training split inside the disk (checked against the data by the tests)
+        mean=(0.11048,), std=(0.30635,), offline=True,
+        description="procedural shapes at uniformly random angles (orientation-free), 29x29 disk; 5000 train / 1000 test",
+    )),
     "mnist": ("bench.datasets.vision", dict(
         in_channels=1, num_classes=10, image_size=29, mean=(0.1307,), std=(0.3081,),
         description="MNIST (torchvision), 28x28 zero-padded to 29x29",
