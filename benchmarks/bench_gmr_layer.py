@@ -59,7 +59,7 @@ def test_ours_matches_official_in_benchmark_setup(mode):
 
     torch.manual_seed(0)
     ref = make_layers("official", 8, 9, "cpu")
-    ours = gmr.GMRConv2d.from_official(ref)
+    ours = gmr.from_official(ref)
     x = torch.randn(BATCH, 8, 16, 16)
     a, b = step_fn(ref, x, mode)(), step_fn(ours, x, mode)()
     assert (a - b).abs().max().item() <= 1e-5

@@ -28,7 +28,7 @@ def test_layer_matches_official(k, force_circular, stride, dilation):
         ref.log_sigmas.add_(0.3 * torch.randn_like(ref.log_sigmas))
     x = torch.randn(2, 3, 17, 17)
     for impl in ("dense", "two_stage"):
-        ours = gmr.GMRConv2d.from_official(ref, impl=impl)
+        ours = gmr.from_official(ref, impl=impl)
         assert ours.num_rings == ref.num_rings
         for training in (True, False):
             ref.train(training)
@@ -44,7 +44,7 @@ def test_layer_matches_official(k, force_circular, stride, dilation):
 def test_gradients_match_official(impl):
     torch.manual_seed(0)
     ref = _official_2d(in_channels=4, out_channels=3, kernel_size=7, padding=3)
-    ours = gmr.GMRConv2d.from_official(ref, impl=impl)
+    ours = gmr.from_official(ref, impl=impl)
     x = torch.randn(2, 4, 12, 12)
     g = torch.randn(2, 3, 12, 12)
     xr, xo = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
@@ -60,7 +60,7 @@ def test_official_layer_without_mixture_and_fixed_sigma():
     x = torch.randn(1, 2, 11, 11)
     for kw in ({"gaussian_mixture_ring": False}, {"train_gaussian_sigma": False}, {"num_rings": 3}):
         ref = _official_2d(in_channels=2, out_channels=2, kernel_size=5, padding=2, **kw)
-        ours = gmr.GMRConv2d.from_official(ref)
+        ours = gmr.from_official(ref)
         assert (ours(x) - ref(x)).abs().max().item() <= TOL, kw
         assert isinstance(ours.log_sigmas, torch.nn.Parameter) == isinstance(
             getattr(ref, "log_sigmas", None), torch.nn.Parameter)
@@ -73,7 +73,7 @@ def test_conv3d_matches_official():
         ref = official.GMR_Conv3d(in_channels=2, out_channels=3, kernel_size=k, padding=k // 2,
                                   force_circular=fc)
         for impl in ("dense", "two_stage"):
-            ours = gmr.GMRConv3d.from_official(ref, impl=impl)
+            ours = gmr.from_official(ref, impl=impl)
             for training in (True, False):
                 ref.train(training)
                 ours.train(training)
@@ -118,9 +118,9 @@ def test_from_official_keeps_declared_padding_mode():
     torch.manual_seed(4)
     ref = _official_2d(in_channels=2, out_channels=2, kernel_size=5, padding=2, padding_mode="reflect")
     x = torch.randn(1, 2, 10, 10)
-    honest = gmr.GMRConv2d.from_official(ref)
+    honest = gmr.from_official(ref)
     assert honest.padding_mode == "reflect"
     assert (honest(x) - honest.export()(x)).abs().max().item() <= TOL
     assert (honest(x) - ref(x)).abs().max().item() > 1e-3
-    as_official = gmr.GMRConv2d.from_official(ref, padding_mode="zeros")
+    as_official = gmr.from_official(ref, padding_mode="zeros")
     assert (as_official(x) - ref(x)).abs().max().item() <= TOL

@@ -1,0 +1,157 @@
+"""Measured choice between the two GMR forward paths, cached process-wide (like ``torch.backends.cudnn.benchmark``).
+
+With ``impl="auto"`` a GMR layer times both paths (``dense`` and ``two_stage``) the first time it meets a new
+*signature* -- its own configuration plus the input's shape, dtype, device, memory layout, the thread count,
+autocast, and the mode (gradients needed or not, training flag) -- and every layer with that signature then uses
+the faster one for the rest of the process. The first call for a signature costs a few extra calls of the
+layer (one warm-up call of each path, then ``ROUNDS`` interleaved timed blocks of each, each block at least
+``BLOCK_S`` long); later calls cost one dictionary lookup.
+
+Measuring is **on by default**, because the winner depends on the machine (CPU model, threads, GPU) far more
+than a fixed cost model can capture. Both paths compute the same function up to float rounding (tests bound the
+difference by 1e-5), so the choice only moves results at the rounding level; where bit-for-bit reproducible
+runs matter, switch measuring off and ``auto`` falls back to the deterministic cost model of
+:mod:`gmr.cost_model`:
+
+- ``gmr.set_autotune(False)`` (``True`` switches it back on; each call forgets the layers' earlier choices),
+- the environment variable ``GMR_AUTOTUNE=0`` (read on first use; ``1``/``0``, ``true``/``false``, ``on``/``off``),
+- ``torch.use_deterministic_algorithms(True)`` (honoured like cuDNN honours it for its benchmark mode).
+
+Measuring is also skipped (a winner measured earlier is still used, else the cost model) while it could not be
+done faithfully or would disturb the caller: under ``torch.jit`` tracing, ``torch.compile``, functorch transforms,
+CUDA graph capture, any ``TorchDispatchMode``/``TorchFunctionMode`` (e.g. ``FlopCounterMode``, which would
+otherwise count the timing calls), and for tensor subclasses or meta tensors.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.benchmark.utils.timer import timer as clock  # torch.utils.benchmark's clock: syncs accelerators
+
+from bench.errors import UsageError
+
+ENV_VAR = "GMR_AUTOTUNE"
+_ENV_VALUES = {"1": True, "true": True, "on": True, "yes": True, "0": False, "false": False, "off": False,
+               "no": False}
+IMPLS = ("dense", "two_stage")
+ROUNDS = 3  # interleaved timing rounds; each path keeps its fastest round (load only ever adds time)
+BLOCK_S = 2e-3  # each timed block repeats the call until it lasts about this long (tiny layers)
+
+
+@dataclass
+class AutotuneState:
+    """Process-wide switch and results. ``generation`` changes whenever earlier choices become invalid, so that
+    layers drop their per-layer memo of choices (a cheap integer comparison per forward)."""
+
+    enabled: bool | None = None  # None: not decided yet, read ENV_VAR on first use
+    generation: int = 0
+    results: dict[Hashable, dict[str, Any]] = field(default_factory=dict)
+
+
+STATE = AutotuneState()
+
+
+def _parse_env(value: str) -> bool:
+    key = value.strip().lower()
+    if key not in _ENV_VALUES:
+        raise UsageError(f"{ENV_VAR} must be one of {', '.join(sorted(_ENV_VALUES))}; got {value!r}")
+    return _ENV_VALUES[key]
+
+
+def autotune_enabled() -> bool:
+    """Whether ``impl="auto"`` measures (the switch; per-call exceptions are in :func:`can_measure`)."""
+    if STATE.enabled is None:
+        raw = os.environ.get(ENV_VAR)
+        STATE.enabled = True if raw is None or raw.strip() == "" else _parse_env(raw)
+    return STATE.enabled
+
+
+def set_autotune(enabled: bool) -> None:
+    """Switch measuring on or off for the whole process; layers re-decide on their next call."""
+    if not isinstance(enabled, bool):
+        raise UsageError(f"set_autotune takes True or False, got {enabled!r}")
+    STATE.enabled = enabled
+    STATE.generation += 1
+
+
+def clear_autotune_cache() -> None:
+    """Forget every measured winner (e.g. after the machine's load changed); the next calls measure again."""
+    STATE.results.clear()
+    STATE.generation += 1
+
+
+def autotune_results() -> dict[Hashable, dict[str, Any]]:
+    """A copy of the measured results: signature -> {"impl": winner, "dense_s": ..., "two_stage_s": ...}."""
+    return {k: dict(v) for k, v in STATE.results.items()}
+
+
+def winner(signature: Hashable) -> str | None:
+    """The measured winner for ``signature``, or None if it was never measured."""
+    hit = STATE.results.get(signature)
+    return None if hit is None else hit["impl"]
+
+
+def _inside_transform_or_capture(x: torch.Tensor) -> bool:
+    functorch = getattr(torch._C, "_functorch", None)
+    if functorch is not None and functorch.peek_interpreter_stack() is not None:
+        return True
+    return x.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
+def can_measure(x: Any) -> bool:
+    """Whether timing both paths on ``x`` right now is enabled, faithful and harmless (module docstring)."""
+    if not autotune_enabled() or torch.are_deterministic_algorithms_enabled():
+        return False
+    if type(x) is not torch.Tensor or x.device.type == "meta":
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False
+    if torch._C._len_torch_dispatch_stack() or torch._C._len_torch_function_stack():
+        return False
+    return not _inside_transform_or_capture(x)
+
+
+def _seconds_per_call(run: Callable[[], Any], number: int) -> float:
+    start = clock()
+    for _ in range(number):
+        run()
+    return (clock() - start) / number
+
+
+def time_paths(runs: Mapping[str, Callable[[], Any]], *, rounds: int = ROUNDS,
+               block_s: float = BLOCK_S) -> dict[str, float]:
+    """Seconds per call of each zero-argument callable: one warm-up call each, then ``rounds`` interleaved
+    blocks of ``ceil(block_s / warm-up time)`` calls, keeping each one's fastest block. The clock is
+    ``torch.utils.benchmark``'s, which synchronises the accelerator (CUDA) before reading the time.
+
+    A path that raises ``RuntimeError`` (e.g. out of memory) gets ``inf``."""
+    numbers: dict[str, int] = {}
+    best = {name: math.inf for name in runs}
+    for name, run in runs.items():
+        try:
+            first = _seconds_per_call(run, 1)
+        except RuntimeError:
+            continue
+        numbers[name] = max(1, math.ceil(block_s / max(first, 1e-9)))
+    order = list(numbers)
+    for r in range(rounds):  # rotate the order every round so neither path always runs first
+        shift = r % len(order) if order else 0
+        for name in order[shift:] + order[:shift]:
+            best[name] = min(best[name], _seconds_per_call(runs[name], numbers[name]))
+    return best
+
+
+def record(signature: Hashable, times: Mapping[str, float]) -> str | None:
+    """Store the faster path for ``signature`` (ties go to ``dense``); None if no path ran."""
+    finite = {k: v for k, v in times.items() if math.isfinite(v)}
+    if not finite:
+        return None
+    impl = min(IMPLS, key=lambda k: finite.get(k, math.inf))
+    STATE.results[signature] = {"impl": impl, **{f"{k}_s": v for k, v in times.items()}}
+    return impl
