@@ -57,8 +57,12 @@ def _is_same_padded(stride: tuple[int, int], padding: tuple[int, int], reach: tu
     return all(s == 1 or 2 * p == r - 1 for s, p, r in zip(stride, padding, reach))
 
 
+def _window(stride: tuple[int, int]) -> int | tuple[int, int]:
+    return stride[0] if stride[0] == stride[1] else stride
+
+
 def _pool_then(stride: tuple[int, int], layer: nn.Module) -> nn.Module:
-    return nn.Sequential(nn.AvgPool2d(stride, stride, ceil_mode=True), layer)
+    return nn.Sequential(nn.AvgPool2d(_window(stride), _window(stride), ceil_mode=True), layer)
 
 
 def _gmr_padding(conv: nn.Conv2d, k: int) -> Any:
@@ -97,6 +101,9 @@ def _convert_conv(conv: nn.Conv2d, kernel_size: int | None, equivariant_downsamp
     if strided and not _is_same_padded(stride, pad_numbers, reach):
         return (f"strided {kh}x{kw} conv whose padding {pad_numbers} is not dilation*(k-1)/2: no shape-preserving "
                 "pool + stride-1 form")
+    if strided and conv.padding_mode in ("reflect", "circular") and max(pad_numbers) > 0:
+        return (f"strided conv with padding_mode={conv.padding_mode!r}: after pooling, that padding would fail on "
+                "inputs the original accepts")
     layer = GMRConv2d(conv.in_channels, conv.out_channels, k, stride=1, padding=padding, dilation=conv.dilation,
                       groups=conv.groups, bias=conv.bias is not None, padding_mode=conv.padding_mode,
                       device=conv.weight.device, dtype=conv.weight.dtype, **gmr_kwargs)
@@ -113,7 +120,7 @@ def _convert_pool(pool: nn.MaxPool2d | nn.AvgPool2d, equivariant_downsampling: b
     reach = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))
     if pool.ceil_mode or not _is_same_padded(stride, padding, reach):
         return "overlapping strided pool without 'same' padding: no shape-preserving non-overlapping form"
-    return type(pool)(stride, stride, ceil_mode=True)
+    return type(pool)(_window(stride), _window(stride), ceil_mode=True)
 
 
 def _replacement(module: nn.Module, kernel_size: int | None, equivariant_downsampling: bool,

@@ -1,0 +1,240 @@
+"""impl="auto": the measured winner per signature is cached process-wide and used; measuring off is deterministic.
+
+Timing itself is replaced by a fake (``autotune.time_paths``) wherever a test needs a known winner, so these
+tests check the bookkeeping, never the machine's speed (speed goals are measured in ``gmr.perf``)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import gmr
+from bench.errors import UsageError
+from gmr import autotune
+
+
+@pytest.fixture(autouse=True)
+def fresh_state(monkeypatch):
+    """Every test starts with measuring on (as by default) and no recorded winners; the process's state is
+    restored afterwards."""
+    monkeypatch.setattr(autotune, "STATE", autotune.AutotuneState(enabled=True))
+    monkeypatch.delenv(autotune.ENV_VAR, raising=False)
+
+
+class FakeTimer:
+    """Stands in for ``autotune.time_paths``: fixed times per path, and a log of the calls."""
+
+    def __init__(self, dense: float, two_stage: float) -> None:
+        self.times = {"dense": dense, "two_stage": two_stage}
+        self.calls: list[dict] = []
+
+    def __call__(self, runs, **kwargs):
+        assert set(runs) == {"dense", "two_stage"}
+        self.calls.append(runs)
+        return dict(self.times)
+
+
+def _layer(**kw):
+    torch.manual_seed(0)
+    return gmr.GMRConv2d(4, 6, 5, padding=2, **kw)
+
+
+def _path_spy(layer, monkeypatch):
+    used: list[str] = []
+    original = layer._forward_impl
+
+    def spy(x, pad, impl):
+        used.append(impl)
+        return original(x, pad, impl)
+
+    monkeypatch.setattr(layer, "_forward_impl", spy)
+    return used
+
+
+@pytest.mark.parametrize("winner", ["dense", "two_stage"])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_the_measured_winner_is_used(monkeypatch, winner, mode):
+    fake = FakeTimer(dense=1.0 if winner == "dense" else 2.0, two_stage=1.0 if winner == "two_stage" else 2.0)
+    monkeypatch.setattr(autotune, "time_paths", fake)
+    layer = _layer().train(mode == "train")
+    used = _path_spy(layer, monkeypatch)
+    x = torch.randn(2, 4, 8, 8)
+    with torch.set_grad_enabled(mode == "train"):
+        for _ in range(3):
+            layer(x)
+        assert layer.resolve_impl(x) == winner
+    assert used == [winner] * 3
+    assert len(fake.calls) == 1  # measured once, on the first call
+    (result,) = gmr.autotune_results().values()
+    assert result == {"impl": winner, "dense_s": fake.times["dense"], "two_stage_s": fake.times["two_stage"]}
+
+
+def test_measurement_overrides_the_cost_model(monkeypatch):
+    layer = _layer()
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        modelled = layer.eval()._model_impl(x, needs_grad=False)
+        other = "two_stage" if modelled == "dense" else "dense"
+        monkeypatch.setattr(autotune, "time_paths", FakeTimer(**{modelled: 2.0, other: 1.0}))
+        assert layer.resolve_impl(x) == other
+
+
+def test_cache_key_shares_equal_signatures_and_separates_different_ones(monkeypatch):
+    fake = FakeTimer(dense=1.0, two_stage=2.0)
+    monkeypatch.setattr(autotune, "time_paths", fake)
+    a, b = _layer().eval(), _layer().eval()  # same configuration, separate objects
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        a(x)
+        b(x)  # same layer signature and input signature: the process-wide winner, no new measurement
+        assert len(fake.calls) == 1
+        different_inputs = [
+            torch.randn(3, 4, 8, 8),  # batch
+            torch.randn(2, 4, 9, 8),  # spatial size
+            x.double(),  # dtype
+            x.contiguous(memory_format=torch.channels_last),  # memory layout
+        ]
+        for i, y in enumerate(different_inputs, start=2):
+            (a.double() if y.dtype == torch.float64 else a.float())(y)
+            assert len(fake.calls) == i
+        a.float()
+        _layer(dilation=2).eval()(x)  # another layer configuration, same input
+        assert len(fake.calls) == 6
+    a.train()
+    a(x)  # train mode with autograd: a different mode
+    assert len(fake.calls) == 7
+    a(x.requires_grad_(True))  # input gradient too (a hidden layer): another backward cost
+    assert len(fake.calls) == 8
+    keys = list(gmr.autotune_results())
+    assert len(keys) == len(set(keys)) == 8
+
+
+def test_measuring_runs_the_real_paths_without_touching_gradients():
+    """Unfaked: both paths are timed with forward + backward in train mode, and the caller sees exactly the
+    gradients of an ordinary step (torch.autograd.grad accumulates nothing into .grad)."""
+    layer = _layer()
+    reference = _layer(impl="dense")
+    x = torch.randn(2, 4, 8, 8)
+    out = layer(x)
+    (result,) = gmr.autotune_results().values()
+    assert result["impl"] in ("dense", "two_stage")
+    assert math.isfinite(result["dense_s"]) and result["dense_s"] > 0
+    assert math.isfinite(result["two_stage_s"]) and result["two_stage_s"] > 0
+    assert all(p.grad is None for p in layer.parameters())
+    out.square().sum().backward()
+    reference(x).square().sum().backward()
+    for p, q in zip(layer.parameters(), reference.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_time_paths_gives_inf_to_a_failing_path():
+    def fails():
+        raise RuntimeError("out of memory")
+
+    times = autotune.time_paths({"dense": lambda: torch.ones(3).sum(), "two_stage": fails}, rounds=2)
+    assert math.isfinite(times["dense"]) and times["dense"] > 0
+    assert times["two_stage"] == math.inf
+    assert autotune.record("sig", times) == "dense"
+    assert autotune.record("sig2", {"dense": math.inf, "two_stage": math.inf}) is None
+
+
+def _never_measure(monkeypatch):
+    def forbidden(runs, **kwargs):
+        raise AssertionError("measured although measuring is off")
+
+    monkeypatch.setattr(autotune, "time_paths", forbidden)
+
+
+def _choices_and_outputs(x):
+    """(impl chosen, output) for a fresh layer in eval and in train mode."""
+    results = []
+    for mode in ("eval", "train"):
+        layer = _layer().train(mode == "train")
+        with torch.set_grad_enabled(mode == "train"):
+            results.append((layer.resolve_impl(x), layer(x).detach()))
+    return results
+
+
+@pytest.mark.parametrize("switch", ["set_autotune", "env", "deterministic"])
+def test_measuring_off_is_the_deterministic_cost_model(monkeypatch, switch):
+    _never_measure(monkeypatch)
+    if switch == "set_autotune":
+        gmr.set_autotune(False)
+        assert not gmr.autotune_enabled()
+    elif switch == "env":
+        monkeypatch.setattr(autotune, "STATE", autotune.AutotuneState(enabled=None))
+        monkeypatch.setenv(autotune.ENV_VAR, "0")
+        assert not gmr.autotune_enabled()
+    else:
+        monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    x = torch.randn(2, 4, 8, 8)
+    first, second = _choices_and_outputs(x), _choices_and_outputs(x)
+    for (impl_a, out_a), (impl_b, out_b), training in zip(first, second, (False, True)):
+        assert impl_a == impl_b == gmr.choose_impl(4, 6, 5, 3, training=training)
+        assert torch.equal(out_a, out_b)
+    assert not gmr.autotune_results()
+
+
+def test_set_autotune_forgets_earlier_choices(monkeypatch):
+    x = torch.randn(2, 4, 8, 8)
+    layer = _layer().eval()
+    with torch.no_grad():
+        modelled = layer._model_impl(x, needs_grad=False)
+        other = "two_stage" if modelled == "dense" else "dense"
+        monkeypatch.setattr(autotune, "time_paths", FakeTimer(**{modelled: 2.0, other: 1.0}))
+        assert layer.resolve_impl(x) == other
+        gmr.set_autotune(False)
+        assert layer.resolve_impl(x) == modelled
+        gmr.set_autotune(True)
+        assert layer.resolve_impl(x) == other  # the process-wide winner is still known
+        gmr.clear_autotune_cache()
+        monkeypatch.setattr(autotune, "time_paths", FakeTimer(**{modelled: 1.0, other: 2.0}))
+        assert layer.resolve_impl(x) == modelled  # measured again
+
+
+def test_bad_switch_values_are_usage_errors(monkeypatch):
+    with pytest.raises(UsageError, match="True or False"):
+        gmr.set_autotune("yes")
+    monkeypatch.setattr(autotune, "STATE", autotune.AutotuneState(enabled=None))
+    monkeypatch.setenv(autotune.ENV_VAR, "sometimes")
+    with pytest.raises(UsageError, match="GMR_AUTOTUNE must be one of .*off.*on"):
+        gmr.autotune_enabled()
+
+
+def test_no_measuring_under_a_dispatch_mode_but_known_winners_are_used(monkeypatch):
+    """FlopCounterMode (a TorchDispatchMode) must count the layer's own FLOPs, not the timing calls."""
+    x = torch.randn(2, 4, 8, 8)
+    layer = _layer(impl="auto").eval()
+    _never_measure(monkeypatch)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        layer(x)
+    modelled = layer._model_impl(x, needs_grad=False)
+    dense = _layer(impl=modelled).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as reference:
+        dense(x)
+    assert counter.get_total_flops() == reference.get_total_flops()
+    assert not layer._impl_memo  # a fallback answer is not memoised: a later ordinary call still measures
+    other = "two_stage" if modelled == "dense" else "dense"
+    monkeypatch.setattr(autotune, "time_paths", FakeTimer(**{modelled: 2.0, other: 1.0}))
+    with torch.no_grad():
+        layer(x)  # measures: the other path wins
+        with FlopCounterMode(display=False) as counted:
+            layer(x)
+    fixed = _layer(impl=other).eval()
+    with torch.no_grad():
+        fixed(x)  # builds its kernel cache, as the measurement did for `layer`
+        with FlopCounterMode(display=False) as expected:
+            fixed(x)
+    assert counted.get_total_flops() == expected.get_total_flops() != reference.get_total_flops()
+
+
+def test_can_measure_refuses_meta_subclasses_and_transforms():
+    assert autotune.can_measure(torch.randn(2))
+    assert not autotune.can_measure(torch.randn(2, device="meta"))
+    assert not autotune.can_measure(torch.nn.Parameter(torch.randn(2)))
+    seen = []
+    torch.func.vmap(lambda t: seen.append(autotune.can_measure(t)) or t)(torch.randn(3, 2))
+    assert seen == [False]
