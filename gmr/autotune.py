@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.benchmark.utils.timer import timer as clock  # torch.utils.benchmark's clock: syncs accelerators
+from torch.utils.benchmark.utils.timer import timer as clock  # benchmark's clock: syncs accelerators
 
 from bench.errors import UsageError
 
