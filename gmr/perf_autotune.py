@@ -1,0 +1,177 @@
+"""Does ``impl="auto"`` pick the faster path? Measured on every GMR layer shape of ``gmr_resnet18`` and on the
+whole network (a script, not a test).
+
+    python -m gmr.perf autotune                          # layers + network at 32² and 224², eval and train
+    python -m gmr.perf autotune --part net --sizes 32    # one part / size
+
+Per layer shape (the shapes a forward of ``gmr.gmr_resnet18()`` — the paper's model, widths 64..512, kernels
+9/9/5/5 — feeds its GMR convolutions): a layer forced to ``dense``, one forced to ``two_stage`` and one with
+``impl="auto"`` (which measures both on its first call, during the warm-up) are timed interleaved; the goal is
+``auto / min(dense, two_stage) <= 1.10``. The network: all-dense, all-two-stage and auto builds of the same net,
+one eval forward (``torch.no_grad``) or one train step (forward + backward of a sum) each, same goal. A fresh
+process-wide autotune cache is used (:func:`gmr.clear_autotune_cache`) so every "auto" decision is made here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .autotune import clear_autotune_cache
+from .conv import GMRConv2d
+from .perf_timing import geomean, interleaved_ms, machine_note, markdown, step_fn
+from .resnet import gmr_resnet18
+
+IMPLS = ("dense", "two_stage", "auto")
+BATCH = {("eval", 32): 8, ("train", 32): 16, ("eval", 224): 1, ("train", 224): 1}
+
+
+def layer_shapes(size: int) -> list[dict[str, Any]]:
+    """The distinct (configuration, input shape) pairs of gmr_resnet18's GMR convs at ``size``², in order."""
+    model = gmr_resnet18(impl="dense").eval()
+    seen: dict[tuple, dict[str, Any]] = {}
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(module: GMRConv2d, args: tuple, _out: Any) -> None:
+            cfg = (module.in_channels, module.out_channels, module.kernel_size[0], tuple(args[0].shape[1:]))
+            entry = seen.setdefault(cfg, {"C_in": cfg[0], "C_out": cfg[1], "k": cfg[2], "in_shape": cfg[3],
+                                          "layers": []})
+            entry["layers"].append(name)
+        return record
+
+    for name, m in model.named_modules():
+        if isinstance(m, GMRConv2d):
+            m.register_forward_hook(hook(name))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    return list(seen.values())
+
+
+def _layer_step(shape: dict[str, Any], impl: str, mode: str, batch: int,
+                device: str) -> tuple[GMRConv2d, Callable[[], Any]]:
+    torch.manual_seed(0)
+    layer = GMRConv2d(shape["C_in"], shape["C_out"], shape["k"], padding=shape["k"] // 2, bias=False,
+                      impl=impl).to(device)
+    x = torch.randn(batch, *shape["in_shape"], device=device)
+    return layer, step_fn(layer, x, mode, input_grad=shape["C_in"] != 3)  # the image (stem input): no grad
+
+
+def layer_rows(sizes: list[int], modes: list[str], device: str, rounds: int, min_run_time: float,
+               batch: dict[tuple[str, int], int]) -> list[dict[str, Any]]:
+    rows = []
+    for size, mode in itertools.product(sizes, modes):
+        b = batch[(mode, size)]
+        for shape in layer_shapes(size):
+            built = {impl: _layer_step(shape, impl, mode, b, device) for impl in IMPLS}
+            times = interleaved_ms({impl: step for impl, (_, step) in built.items()}, rounds=rounds,
+                                   min_run_time=min_run_time)
+            picked = "/".join(sorted(set(built["auto"][0]._impl_memo.values())))  # decided in the warm-up
+            rows.append({"size": size, "mode": mode, "batch": b, **shape, **times, "picked": picked})
+            print(f"# {rows[-1]}", flush=True)
+    return rows
+
+
+def _net_step(impl: str, mode: str, batch: int, size: int, device: str) -> Callable[[], Any]:
+    torch.manual_seed(0)
+    model = gmr_resnet18(impl=impl).to(device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    if mode == "eval":
+        return step_fn(model, x, "eval")
+    model.train()
+    params = list(model.parameters())
+
+    def train_step() -> None:
+        for p in params:
+            p.grad = None
+        model(x).sum().backward()
+
+    return train_step
+
+
+def net_rows(sizes: list[int], modes: list[str], device: str, rounds: int, min_run_time: float,
+             batch: dict[tuple[str, int], int]) -> list[dict[str, Any]]:
+    rows = []
+    for size, mode in itertools.product(sizes, modes):
+        b = batch[(mode, size)]
+        steps = {impl: _net_step(impl, mode, b, size, device) for impl in IMPLS}
+        times = interleaved_ms(steps, rounds=rounds, min_run_time=min_run_time)
+        rows.append({"size": size, "mode": mode, "batch": b, **times})
+        print(f"# {rows[-1]}", flush=True)
+    return rows
+
+
+def _ratio(r: dict[str, Any]) -> float:
+    return r["auto"] / min(r["dense"], r["two_stage"])
+
+
+def _picked_ratio(r: dict[str, Any]) -> float:
+    """Time of the path auto picked, as measured for the layer forced to it, over the faster path's time: 1.0
+    when the pick was right (auto / faster differs from it only by timing noise: it runs the same code)."""
+    return r[r["picked"]] / min(r["dense"], r["two_stage"]) if r["picked"] in ("dense", "two_stage") else math.nan
+
+
+def layer_table(rows: list[dict[str, Any]]) -> str:
+    head = ["size", "mode", "batch", "layers", "C_in→C_out", "k", "input", "dense ms", "two_stage ms", "auto ms",
+            "auto picked", "faster", "picked / faster", "auto / faster"]
+    body = [(f"{r['size']}²", r["mode"], r["batch"], _short(r["layers"]), f"{r['C_in']}→{r['C_out']}", r["k"],
+             "×".join(map(str, r["in_shape"][1:])), f"{r['dense']:.2f}", f"{r['two_stage']:.2f}",
+             f"{r['auto']:.2f}", r["picked"], "dense" if r["dense"] <= r["two_stage"] else "two_stage",
+             f"{_picked_ratio(r):.2f}", f"{_ratio(r):.2f}") for r in rows]
+    ratios = [_ratio(r) for r in rows]
+    picked = [_picked_ratio(r) for r in rows]
+    return (markdown(head, body) + f"\n\n- auto / faster path: geomean {geomean(ratios):.3f}, worst {max(ratios):.3f}"
+            f"; cells within 10 %: {sum(v <= 1.10 for v in ratios)} of {len(ratios)}\n- picked path / faster path "
+            f"(both from the fixed-path columns): worst {max(picked):.3f}; faster path picked in "
+            f"{sum(v == 1.0 for v in picked)} of {len(picked)} cells")
+
+
+def net_table(rows: list[dict[str, Any]]) -> str:
+    head = ["size", "mode", "batch", "all dense ms", "all two_stage ms", "auto ms", "auto / faster of the two"]
+    body = [(f"{r['size']}²", r["mode"], r["batch"], f"{r['dense']:.1f}", f"{r['two_stage']:.1f}",
+             f"{r['auto']:.1f}", f"{_ratio(r):.3f}") for r in rows]
+    return markdown(head, body)
+
+
+def _short(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--part", choices=("layers", "net", "both"), default="both")
+    ap.add_argument("--sizes", default="32,224")
+    ap.add_argument("--modes", default="eval,train")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--min-run-time", type=float, default=0.2)
+    ap.add_argument("--batch", default=None,
+                    help="override batches, e.g. 'eval32=8,train32=16,eval224=1,train224=1' (these are the defaults)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    batch = dict(BATCH)
+    for item in (args.batch.split(",") if args.batch else []):
+        key, value = item.split("=")
+        mode = key.rstrip("0123456789")
+        batch[(mode, int(key[len(mode):]))] = int(value)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    modes = args.modes.split(",")
+    clear_autotune_cache()
+    note = (f"{machine_note(args.device)}; best of {args.rounds} interleaved rounds of "
+            f"blocked_autorange({args.min_run_time} s)")
+    if args.part in ("layers", "both"):
+        rows = layer_rows(sizes, modes, args.device, args.rounds, args.min_run_time, batch)
+        print(f"\nPer layer shape of gmr_resnet18, {note}\n\n{layer_table(rows)}\n", flush=True)
+    if args.part in ("net", "both"):
+        rows = net_rows(sizes, modes, args.device, args.rounds, args.min_run_time, batch)
+        print(f"\nWhole gmr_resnet18, {note}\n\n{net_table(rows)}\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
