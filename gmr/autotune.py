@@ -5,7 +5,8 @@ With ``impl="auto"`` a GMR layer times both paths (``dense`` and ``two_stage``) 
 autocast, and the mode (gradients needed or not, training flag) -- and every layer with that signature then uses
 the faster one for the rest of the process. The first call for a signature costs a few extra calls of the
 layer (one warm-up call of each path, then ``ROUNDS`` interleaved timed blocks of each, each block at least
-``BLOCK_S`` long); later calls cost one dictionary lookup.
+``BLOCK_S`` long; the winner is the median of the rounds' paired time ratios, see :func:`decide`); later calls
+cost one dictionary lookup.
 
 Measuring is **on by default**, because the winner depends on the machine (CPU model, threads, GPU) far more
 than a fixed cost model can capture. Both paths compute the same function up to float rounding (tests bound the
@@ -27,6 +28,8 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
+import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +43,7 @@ ENV_VAR = "GMR_AUTOTUNE"
 _ENV_VALUES = {"1": True, "true": True, "on": True, "yes": True, "0": False, "false": False, "off": False,
                "no": False}
 IMPLS = ("dense", "two_stage")
-ROUNDS = 3  # interleaved timing rounds; each path keeps its fastest round (load only ever adds time)
+ROUNDS = 5  # interleaved timing rounds (the decision is the median of the rounds' paired ratios)
 BLOCK_S = 2e-3  # each timed block repeats the call until it lasts about this long (tiny layers)
 
 
@@ -117,41 +120,58 @@ def can_measure(x: Any) -> bool:
     return not _inside_transform_or_capture(x)
 
 
-def _seconds_per_call(run: Callable[[], Any], number: int) -> float:
-    start = clock()
+def clock_for(x: torch.Tensor) -> Callable[[], float]:
+    """The clock to time a layer on ``x`` with: on a CPU at one torch thread, the calling thread's CPU time
+    (torch computes on the calling thread, so this is the compute time, and other processes preempting it do
+    not count: on a shared machine wall-clock samples scatter by several times); otherwise
+    ``torch.utils.benchmark``'s wall clock, which synchronises the accelerator."""
+    return time.thread_time if x.device.type == "cpu" and torch.get_num_threads() == 1 else clock
+
+
+def _seconds_per_call(run: Callable[[], Any], number: int, timer: Callable[[], float]) -> float:
+    start = timer()
     for _ in range(number):
         run()
-    return (clock() - start) / number
+    return (timer() - start) / number
 
 
-def time_paths(runs: Mapping[str, Callable[[], Any]], *, rounds: int = ROUNDS,
-               block_s: float = BLOCK_S) -> dict[str, float]:
-    """Seconds per call of each zero-argument callable: one warm-up call each, then ``rounds`` interleaved
-    blocks of ``ceil(block_s / warm-up time)`` calls, keeping each one's fastest block. The clock is
-    ``torch.utils.benchmark``'s, which synchronises the accelerator (CUDA) before reading the time.
+def time_paths(runs: Mapping[str, Callable[[], Any]], *, rounds: int = ROUNDS, block_s: float = BLOCK_S,
+               timer: Callable[[], float] = clock) -> dict[str, list[float]]:
+    """Seconds per call of each zero-argument callable, one sample per round: one warm-up call each, then
+    ``rounds`` interleaved blocks of ``ceil(block_s / warm-up time)`` calls (the order alternates between
+    rounds), read with ``timer`` (see :func:`clock_for`).
 
-    A path that raises ``RuntimeError`` (e.g. out of memory) gets ``inf``."""
+    A path that raises ``RuntimeError`` (e.g. out of memory) gets no samples."""
     numbers: dict[str, int] = {}
-    best = {name: math.inf for name in runs}
     for name, run in runs.items():
         try:
-            first = _seconds_per_call(run, 1)
+            first = _seconds_per_call(run, 1, timer)
         except RuntimeError:
             continue
         numbers[name] = max(1, math.ceil(block_s / max(first, 1e-9)))
+    samples: dict[str, list[float]] = {name: [] for name in runs}
     order = list(numbers)
-    for r in range(rounds):  # rotate the order every round so neither path always runs first
+    for r in range(rounds):
         shift = r % len(order) if order else 0
         for name in order[shift:] + order[:shift]:
-            best[name] = min(best[name], _seconds_per_call(runs[name], numbers[name]))
-    return best
+            samples[name].append(_seconds_per_call(runs[name], numbers[name], timer))
+    return samples
 
 
-def record(signature: Hashable, times: Mapping[str, float]) -> str | None:
-    """Store the faster path for ``signature`` (ties go to ``dense``); None if no path ran."""
-    finite = {k: v for k, v in times.items() if math.isfinite(v)}
-    if not finite:
-        return None
-    impl = min(IMPLS, key=lambda k: finite.get(k, math.inf))
-    STATE.results[signature] = {"impl": impl, **{f"{k}_s": v for k, v in times.items()}}
+def decide(samples: Mapping[str, list[float]]) -> str | None:
+    """The faster path from interleaved samples: the median over rounds of the *paired* ratio
+    dense / two_stage (each round's two samples are taken back to back, so load from other processes, which
+    drifts over seconds, largely cancels in the ratio; comparing each path's minimum does not cancel it).
+    Ties go to ``dense``; a path without samples loses; None if neither has any."""
+    dense, two_stage = samples.get("dense", []), samples.get("two_stage", [])
+    if not dense or not two_stage:
+        return "dense" if dense else "two_stage" if two_stage else None
+    return "two_stage" if statistics.median(d / t for d, t in zip(dense, two_stage)) > 1.0 else "dense"
+
+
+def record(signature: Hashable, samples: Mapping[str, list[float]]) -> str | None:
+    """Decide (:func:`decide`) and store the winner for ``signature`` with each path's fastest sample."""
+    impl = decide(samples)
+    if impl is not None:
+        STATE.results[signature] = {"impl": impl, **{f"{k}_s": min(v, default=math.inf) for k, v in samples.items()}}
     return impl

@@ -402,7 +402,8 @@ class _GMRConvNd(nn.Module):
         key = (self._layer_signature(pad), signature)
         impl = autotune.winner(key)
         if impl is None and autotune.can_measure(x):
-            impl = autotune.record(key, autotune.time_paths(self._timing_runs(x, pad, needs_grad)))
+            runs = self._timing_runs(x, pad, needs_grad)
+            impl = autotune.record(key, autotune.time_paths(runs, timer=autotune.clock_for(x)))
             if impl is not None:  # the losing path's cached kernel is dead weight
                 self._kernel_cache.pop("two_stage" if impl == "dense" else "dense", None)
         if impl is None:

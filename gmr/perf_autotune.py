@@ -22,9 +22,18 @@ from typing import Any
 
 import torch
 
-from .autotune import clear_autotune_cache
+from .autotune import clear_autotune_cache, clock
 from .conv import GMRConv2d
-from .perf_timing import geomean, interleaved_ms, machine_note, markdown, step_fn
+from .perf_timing import (
+    clock_name,
+    default_clock,
+    geomean,
+    interleaved_samples,
+    machine_note,
+    markdown,
+    paired_ratio,
+    step_fn,
+)
 from .resnet import gmr_resnet18
 
 IMPLS = ("dense", "two_stage", "auto")
@@ -68,10 +77,10 @@ def layer_rows(sizes: list[int], modes: list[str], device: str, rounds: int, min
         b = batch[(mode, size)]
         for shape in layer_shapes(size):
             built = {impl: _layer_step(shape, impl, mode, b, device) for impl in IMPLS}
-            times = interleaved_ms({impl: step for impl, (_, step) in built.items()}, rounds=rounds,
-                                   min_run_time=min_run_time)
+            samples = interleaved_samples({impl: step for impl, (_, step) in built.items()}, rounds=rounds,
+                                          min_run_time=min_run_time, clock=default_clock(device))
             picked = "/".join(sorted(set(built["auto"][0]._impl_memo.values())))  # decided in the warm-up
-            rows.append({"size": size, "mode": mode, "batch": b, **shape, **times, "picked": picked})
+            rows.append({"size": size, "mode": mode, "batch": b, **shape, **_summary(samples, picked)})
             print(f"# {rows[-1]}", flush=True)
     return rows
 
@@ -99,20 +108,33 @@ def net_rows(sizes: list[int], modes: list[str], device: str, rounds: int, min_r
     for size, mode in itertools.product(sizes, modes):
         b = batch[(mode, size)]
         steps = {impl: _net_step(impl, mode, b, size, device) for impl in IMPLS}
-        times = interleaved_ms(steps, rounds=rounds, min_run_time=min_run_time)
-        rows.append({"size": size, "mode": mode, "batch": b, **times})
+        timer = default_clock(device) or clock
+        first = {f"first_{impl}": _seconds(step, timer) for impl, step in steps.items()}  # auto measures now
+        samples = interleaved_samples(steps, rounds=rounds, min_run_time=min_run_time, warmup=0,
+                                      clock=default_clock(device))
+        rows.append({"size": size, "mode": mode, "batch": b, **_summary(samples, None), **first})
         print(f"# {rows[-1]}", flush=True)
     return rows
 
 
-def _ratio(r: dict[str, Any]) -> float:
-    return r["auto"] / min(r["dense"], r["two_stage"])
+def _seconds(fn: Callable[[], Any], timer: Callable[[], float]) -> float:
+    start = timer()
+    fn()
+    return timer() - start
 
 
-def _picked_ratio(r: dict[str, Any]) -> float:
-    """Time of the path auto picked, as measured for the layer forced to it, over the faster path's time: 1.0
-    when the pick was right (auto / faster differs from it only by timing noise: it runs the same code)."""
-    return r[r["picked"]] / min(r["dense"], r["two_stage"]) if r["picked"] in ("dense", "two_stage") else math.nan
+def _summary(samples: dict[str, list[float]], picked: str | None) -> dict[str, Any]:
+    """Fastest round of each build, which fixed path is faster (paired ratio), auto / faster (paired) and, for
+    layers, the picked fixed path / faster (1.0 when the pick was right; auto / faster differs from it only by
+    timing noise, since auto runs the picked path's code)."""
+    faster = "dense" if paired_ratio(samples, "dense", "two_stage") <= 1.0 else "two_stage"
+    out: dict[str, Any] = {name: min(values) for name, values in samples.items()}
+    out.update(faster=faster, auto_faster=paired_ratio(samples, "auto", faster))
+    if picked is not None:
+        out["picked"] = picked
+        out["picked_faster"] = (1.0 if picked == faster else paired_ratio(samples, picked, faster)
+                                if picked in ("dense", "two_stage") else math.nan)
+    return out
 
 
 def layer_table(rows: list[dict[str, Any]]) -> str:
@@ -120,10 +142,10 @@ def layer_table(rows: list[dict[str, Any]]) -> str:
             "auto picked", "faster", "picked / faster", "auto / faster"]
     body = [(f"{r['size']}²", r["mode"], r["batch"], _short(r["layers"]), f"{r['C_in']}→{r['C_out']}", r["k"],
              "×".join(map(str, r["in_shape"][1:])), f"{r['dense']:.2f}", f"{r['two_stage']:.2f}",
-             f"{r['auto']:.2f}", r["picked"], "dense" if r["dense"] <= r["two_stage"] else "two_stage",
-             f"{_picked_ratio(r):.2f}", f"{_ratio(r):.2f}") for r in rows]
-    ratios = [_ratio(r) for r in rows]
-    picked = [_picked_ratio(r) for r in rows]
+             f"{r['auto']:.2f}", r["picked"], r["faster"], f"{r['picked_faster']:.2f}", f"{r['auto_faster']:.2f}")
+            for r in rows]
+    ratios = [r["auto_faster"] for r in rows]
+    picked = [r["picked_faster"] for r in rows]
     return (markdown(head, body) + f"\n\n- auto / faster path: geomean {geomean(ratios):.3f}, worst {max(ratios):.3f}"
             f"; cells within 10 %: {sum(v <= 1.10 for v in ratios)} of {len(ratios)}\n- picked path / faster path "
             f"(both from the fixed-path columns): worst {max(picked):.3f}; faster path picked in "
@@ -131,9 +153,11 @@ def layer_table(rows: list[dict[str, Any]]) -> str:
 
 
 def net_table(rows: list[dict[str, Any]]) -> str:
-    head = ["size", "mode", "batch", "all dense ms", "all two_stage ms", "auto ms", "auto / faster of the two"]
+    head = ["size", "mode", "batch", "all dense ms", "all two_stage ms", "auto ms", "auto / faster of the two",
+            "first call s: dense / two_stage / auto"]
     body = [(f"{r['size']}²", r["mode"], r["batch"], f"{r['dense']:.1f}", f"{r['two_stage']:.1f}",
-             f"{r['auto']:.1f}", f"{_ratio(r):.3f}") for r in rows]
+             f"{r['auto']:.1f}", f"{r['auto_faster']:.3f}",
+             f"{r['first_dense']:.2f} / {r['first_two_stage']:.2f} / {r['first_auto']:.2f}") for r in rows]
     return markdown(head, body)
 
 
@@ -163,8 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     modes = args.modes.split(",")
     clear_autotune_cache()
-    note = (f"{machine_note(args.device)}; best of {args.rounds} interleaved rounds of "
-            f"blocked_autorange({args.min_run_time} s)")
+    note = (f"{machine_note(args.device)}; {args.rounds} interleaved rounds of blocked_autorange("
+            f"{args.min_run_time} s), {clock_name(default_clock(args.device))}; ms: fastest round; ratios: paired "
+            "medians")
     if args.part in ("layers", "both"):
         rows = layer_rows(sizes, modes, args.device, args.rounds, args.min_run_time, batch)
         print(f"\nPer layer shape of gmr_resnet18, {note}\n\n{layer_table(rows)}\n", flush=True)

@@ -5,8 +5,9 @@
 
 A GMR layer with ``impl="dense"`` in eval mode runs exactly one ``F.conv2d`` with its cached kernel, the same call
 ``nn.Conv2d`` makes, so ``dense / conv2d`` is the price of the Python around it (input checks, the cache check).
-``auto`` is the layer as built by default (the measured choice, which may be the faster two-stage path). All
-three are timed interleaved in one run (:func:`gmr.perf_timing.interleaved_ms`).
+``auto`` is the layer as built by default (the measured choice, which may be the faster two-stage path). A second,
+identical ``nn.Conv2d`` (``conv2d_b``) is the control: ``conv2d_b / conv2d`` shows the measurement's own scatter.
+All four are timed interleaved in one run; ratios are paired medians (:mod:`gmr.perf_timing`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ import torch
 from torch import nn
 
 from .conv import GMRConv2d
-from .perf_timing import geomean, interleaved_ms, machine_note, markdown, step_fn
+from .perf_timing import (
+    clock_name,
+    default_clock,
+    geomean,
+    interleaved_samples,
+    machine_note,
+    markdown,
+    paired_ratio,
+    step_fn,
+)
 
 GRID = {"kernel_size": (3, 5, 7, 9, 11), "channels": (16, 64), "size": (32, 64), "batch": (1, 8, 16)}
 QUICK_GRID = {"kernel_size": (3, 7), "channels": (16,), "size": (32,), "batch": (1, 8)}
@@ -27,7 +37,8 @@ QUICK_GRID = {"kernel_size": (3, 7), "channels": (16,), "size": (32,), "batch": 
 
 def overhead_row(kernel_size: int, channels: int, size: int, batch: int, *, device: str = "cpu",
                  rounds: int = 3, min_run_time: float = 0.2, seed: int = 0) -> dict[str, Any]:
-    """ms per eval call of nn.Conv2d, GMR dense and GMR auto at one shape (C -> C, 'same' padding)."""
+    """ms per eval call (fastest round) of nn.Conv2d (twice), GMR dense and GMR auto at one shape (C -> C,
+    'same' padding), and the paired ratios to the first nn.Conv2d."""
     torch.manual_seed(seed)
     x = torch.randn(batch, channels, size, size, device=device)
     pad = kernel_size // 2
@@ -35,26 +46,31 @@ def overhead_row(kernel_size: int, channels: int, size: int, batch: int, *, devi
         "conv2d": nn.Conv2d(channels, channels, kernel_size, padding=pad),
         "dense": GMRConv2d(channels, channels, kernel_size, padding=pad, impl="dense"),
         "auto": GMRConv2d(channels, channels, kernel_size, padding=pad),
+        "conv2d_b": nn.Conv2d(channels, channels, kernel_size, padding=pad),
     }
     steps = {name: step_fn(layer.to(device), x, "eval") for name, layer in layers.items()}
-    times = interleaved_ms(steps, rounds=rounds, min_run_time=min_run_time)
+    samples = interleaved_samples(steps, rounds=rounds, min_run_time=min_run_time, clock=default_clock(device))
     with torch.no_grad():
         picked = layers["auto"].resolve_impl(x)
-    return {"k": kernel_size, "C": channels, "size": size, "batch": batch, **times, "auto_impl": picked}
+    ratios = {f"{name}/conv2d": paired_ratio(samples, name, "conv2d") for name in ("dense", "auto", "conv2d_b")}
+    best = {name: min(values) for name, values in samples.items()}
+    return {"k": kernel_size, "C": channels, "size": size, "batch": batch, **best, **ratios, "auto_impl": picked}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ["k", "C", "size", "batch", "conv2d ms", "GMR dense ms", "dense/conv2d", "GMR auto ms", "auto picked",
-            "auto/conv2d"]
+    head = ["k", "C", "size", "batch", "conv2d ms", "GMR dense ms", "dense / conv2d", "GMR auto ms", "auto picked",
+            "auto / conv2d", "control: conv2d_b / conv2d"]
     body = [(r["k"], r["C"], f"{r['size']}²", r["batch"], f"{r['conv2d']:.3f}", f"{r['dense']:.3f}",
-             f"{r['dense'] / r['conv2d']:.3f}", f"{r['auto']:.3f}", r["auto_impl"], f"{r['auto'] / r['conv2d']:.3f}")
-            for r in rows]
-    ratios = [r["dense"] / r["conv2d"] for r in rows]
-    worst = max(rows, key=lambda r: r["dense"] / r["conv2d"])
-    summary = (f"\n\n- dense/conv2d: geomean {geomean(ratios):.3f}, max {max(ratios):.3f} (k={worst['k']}, "
-               f"C={worst['C']}, {worst['size']}², batch {worst['batch']}); points above 1.05: "
-               f"{sum(v > 1.05 for v in ratios)} of {len(ratios)}")
-    return markdown(head, body) + summary
+             f"{r['dense/conv2d']:.3f}", f"{r['auto']:.3f}", r["auto_impl"], f"{r['auto/conv2d']:.3f}",
+             f"{r['conv2d_b/conv2d']:.3f}") for r in rows]
+    lines = []
+    for name in ("dense", "auto", "conv2d_b"):
+        ratios = [r[f"{name}/conv2d"] for r in rows]
+        worst = max(rows, key=lambda r: r[f"{name}/conv2d"])
+        lines.append(f"- {name} / conv2d: geomean {geomean(ratios):.3f}, max {max(ratios):.3f} (k={worst['k']}, "
+                     f"C={worst['C']}, {worst['size']}², batch {worst['batch']}), above 1.05 at "
+                     f"{sum(v > 1.05 for v in ratios)} of {len(ratios)} points")
+    return markdown(head, body) + "\n\n" + "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(overhead_row(k, c, s, b, device=args.device, rounds=args.rounds,
                                  min_run_time=args.min_run_time))
         print(f"# {rows[-1]}", flush=True)
-    print(f"\n{machine_note(args.device)}; eval, torch.no_grad, best of {args.rounds} interleaved rounds of "
-          f"blocked_autorange({args.min_run_time} s)\n")
+    print(f"\n{machine_note(args.device)}; eval, torch.no_grad; {args.rounds} interleaved rounds of "
+          f"blocked_autorange({args.min_run_time} s), {clock_name(default_clock(args.device))}\n")
     print(table(rows))
 
 

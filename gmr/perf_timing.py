@@ -1,10 +1,15 @@
 """Shared timing helpers of the ``gmr.perf*`` measurement scripts (scripts, not tests).
 
-Everything is timed with ``torch.utils.benchmark.Timer.blocked_autorange`` (which synchronises CUDA) at the
-current torch thread count. Candidates are timed *interleaved*: in each of ``rounds`` rounds every candidate
-gets one ``blocked_autorange`` (the order rotates between rounds) and keeps its fastest round's median, so load
-from other processes on a shared machine hits all candidates alike and inflates none permanently; ratios
-measured in one such run are the figures to quote.
+Everything is timed with ``torch.utils.benchmark.Timer.blocked_autorange`` at the current torch thread count.
+Candidates are timed *interleaved*: in each of ``rounds`` rounds every candidate gets one ``blocked_autorange``
+(the order rotates between rounds). Two summaries: each candidate's fastest round (:func:`interleaved_ms`), and
+the *paired ratio* of two candidates, the median over rounds of their back-to-back times' ratio
+(:func:`paired_ratio`), which cancels load that drifts between rounds. Ratios are the figures to quote.
+
+Clock (:func:`default_clock`): on a CPU at one thread, the calling thread's CPU time (``time.thread_time``): with
+one thread torch computes on the calling thread, so that is the compute time, and other processes preempting it
+(on a shared machine wall-clock samples of the same call scattered by up to 10x) do not count. Otherwise the
+Timer's own wall clock, which synchronises CUDA.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import platform
+import statistics
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -19,26 +26,50 @@ import torch
 from torch import nn
 from torch.utils.benchmark import Timer
 
+Clock = Callable[[], float]
 
-def time_ms(fn: Callable[[], Any], min_run_time: float) -> float:
+
+def default_clock(device: str) -> Clock | None:
+    """``time.thread_time`` on a CPU at one torch thread, else None (the Timer's wall clock)."""
+    return time.thread_time if device == "cpu" and torch.get_num_threads() == 1 else None
+
+
+def clock_name(clock: Clock | None) -> str:
+    return "thread CPU time" if clock is time.thread_time else "wall clock"
+
+
+def time_ms(fn: Callable[[], Any], min_run_time: float, clock: Clock | None = None) -> float:
     """Median ms per call of ``fn`` over one ``blocked_autorange`` (no warm-up: see :func:`interleaved_ms`)."""
-    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    extra = {} if clock is None else {"timer": clock}
+    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads(), **extra)
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
-def interleaved_ms(fns: Mapping[str, Callable[[], Any]], *, rounds: int = 3, min_run_time: float = 0.2,
-                   warmup: int = 1) -> dict[str, float]:
-    """Fastest-round median ms per call of each callable, timed round-robin after ``warmup`` calls each."""
+def interleaved_samples(fns: Mapping[str, Callable[[], Any]], *, rounds: int = 3, min_run_time: float = 0.2,
+                        warmup: int = 1, clock: Clock | None = None) -> dict[str, list[float]]:
+    """ms per call of each callable in every round, timed round-robin after ``warmup`` calls each."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    best = {name: math.inf for name in fns}
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
     for r in range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            best[name] = min(best[name], time_ms(fns[name], min_run_time))
-    return best
+            samples[name].append(time_ms(fns[name], min_run_time, clock))
+    return samples
+
+
+def interleaved_ms(fns: Mapping[str, Callable[[], Any]], *, rounds: int = 3, min_run_time: float = 0.2,
+                   warmup: int = 1, clock: Clock | None = None) -> dict[str, float]:
+    """Fastest-round median ms per call of each callable (see :func:`interleaved_samples`)."""
+    samples = interleaved_samples(fns, rounds=rounds, min_run_time=min_run_time, warmup=warmup, clock=clock)
+    return {name: min(values) for name, values in samples.items()}
+
+
+def paired_ratio(samples: Mapping[str, list[float]], a: str, b: str) -> float:
+    """Median over rounds of ``a``'s time / ``b``'s time in the same round."""
+    return statistics.median(x / y for x, y in zip(samples[a], samples[b]))
 
 
 def step_fn(layer: nn.Module, x: torch.Tensor, mode: str, *, input_grad: bool = True) -> Callable[[], Any]:

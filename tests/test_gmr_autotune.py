@@ -25,7 +25,7 @@ def fresh_state(monkeypatch):
 
 
 class FakeTimer:
-    """Stands in for ``autotune.time_paths``: fixed times per path, and a log of the calls."""
+    """Stands in for ``autotune.time_paths``: fixed samples per path (three rounds), and a log of the calls."""
 
     def __init__(self, dense: float, two_stage: float) -> None:
         self.times = {"dense": dense, "two_stage": two_stage}
@@ -34,7 +34,7 @@ class FakeTimer:
     def __call__(self, runs, **kwargs):
         assert set(runs) == {"dense", "two_stage"}
         self.calls.append(runs)
-        return dict(self.times)
+        return {k: [v] * 3 for k, v in self.times.items()}
 
 
 def _layer(**kw):
@@ -130,15 +130,26 @@ def test_measuring_runs_the_real_paths_without_touching_gradients():
         assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-5)
 
 
-def test_time_paths_gives_inf_to_a_failing_path():
+def test_time_paths_gives_no_samples_to_a_failing_path():
     def fails():
         raise RuntimeError("out of memory")
 
-    times = autotune.time_paths({"dense": lambda: torch.ones(3).sum(), "two_stage": fails}, rounds=2)
-    assert math.isfinite(times["dense"]) and times["dense"] > 0
-    assert times["two_stage"] == math.inf
-    assert autotune.record("sig", times) == "dense"
-    assert autotune.record("sig2", {"dense": math.inf, "two_stage": math.inf}) is None
+    samples = autotune.time_paths({"dense": lambda: torch.ones(3).sum(), "two_stage": fails}, rounds=2)
+    assert len(samples["dense"]) == 2 and all(math.isfinite(t) and t > 0 for t in samples["dense"])
+    assert samples["two_stage"] == []
+    assert autotune.record("sig", samples) == "dense"
+    assert gmr.autotune_results()["sig"]["two_stage_s"] == math.inf
+    assert autotune.record("sig2", {"dense": [], "two_stage": []}) is None
+    assert "sig2" not in gmr.autotune_results()
+
+
+def test_decision_uses_paired_ratios_not_minima():
+    """Round 1 ran while the machine was idle for dense only; in the other rounds, taken back to back under
+    the same load, two_stage is twice as fast. Comparing minima (1 < 2) would pick dense."""
+    samples = {"dense": [1.0, 10.0, 10.0], "two_stage": [2.0, 5.0, 5.0]}
+    assert autotune.decide(samples) == "two_stage"
+    assert autotune.decide({"dense": [1.0, 2.0], "two_stage": [1.0, 2.0]}) == "dense"  # ties go to dense
+    assert autotune.decide({"dense": [3.0], "two_stage": []}) == "dense"
 
 
 def _never_measure(monkeypatch):
