@@ -5,8 +5,10 @@ With ``impl="auto"`` a GMR layer times both paths (``dense`` and ``two_stage``) 
 autocast, and the mode (gradients needed or not, training flag) -- and every layer with that signature then uses
 the faster one for the rest of the process. The first call for a signature costs a few extra calls of the
 layer (one warm-up call of each path, then ``ROUNDS`` interleaved timed blocks of each, each block at least
-``BLOCK_S`` long; the winner is the median of the rounds' paired time ratios, see :func:`decide`); later calls
-cost one dictionary lookup.
+``BLOCK_S`` long; the winner is the median of the rounds' paired time ratios, see :func:`decide`; on a CPU at
+one thread the clock is the thread's CPU time, see :func:`clock_for`); later calls cost one dictionary lookup.
+In training mode the timed calls are forward + backward through ``torch.autograd.grad``, so nothing accumulates
+into ``.grad``; a layer's kernel cache keeps only the winner's kernel.
 
 Measuring is **on by default**, because the winner depends on the machine (CPU model, threads, GPU) far more
 than a fixed cost model can capture. Both paths compute the same function up to float rounding (tests bound the
@@ -17,6 +19,9 @@ runs matter, switch measuring off and ``auto`` falls back to the deterministic c
 - ``gmr.set_autotune(False)`` (``True`` switches it back on; each call forgets the layers' earlier choices),
 - the environment variable ``GMR_AUTOTUNE=0`` (read on first use; ``1``/``0``, ``true``/``false``, ``on``/``off``),
 - ``torch.use_deterministic_algorithms(True)`` (honoured like cuDNN honours it for its benchmark mode).
+
+Set these before the first forward: a layer remembers its choices per input signature (``set_autotune`` and
+:func:`clear_autotune_cache` make every layer forget them; toggling torch's deterministic flag later does not).
 
 Measuring is also skipped (a winner measured earlier is still used, else the cost model) while it could not be
 done faithfully or would disturb the caller: under ``torch.jit`` tracing, ``torch.compile``, functorch transforms,

@@ -8,7 +8,8 @@
     python -m gmr.perf autotune ...         # impl="auto" vs both paths, gmr_resnet18 layers and net (gmr.perf_autotune)
     python -m gmr.perf teaser ...           # seconds per 1,000 convolutions vs kernel size (gmr.perf_teaser)
 
-Each cell is the median of ``torch.utils.benchmark.Timer.blocked_autorange`` (which synchronises CUDA). ``eval``
+Each cell is the median of ``torch.utils.benchmark.Timer.blocked_autorange`` (thread CPU time on a CPU at one
+thread, else the wall clock, which synchronises CUDA: see :mod:`gmr.perf_timing`). ``eval``
 is a forward under ``torch.no_grad`` in eval mode (cached kernels); ``train`` is forward + backward in train mode
 with an input that requires grad (as for a hidden layer), parameter grads reset every step. The official layer
 is built with keyword arguments (its positional ``dw_fwd`` bug) and always runs its "dw" two-stage path in 2D.
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 from .conv import GMRConv2d
-from .perf_timing import geomean, machine_note, step_fn, time_ms
+from .perf_timing import clock_name, default_clock, geomean, machine_note, step_fn, time_ms
 
 __all__ = ["FULL_GRID", "QUICK_GRID", "make_layers", "markdown_table", "measure", "step_fn"]
 
@@ -86,7 +87,7 @@ def measure(kernel_size: int, channels: int, size: int, mode: str, *, batch: int
         step()  # warm-up (also builds eval caches and lets "auto" measure)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            t = time_ms(steps[name], min_run_time)
+            t = time_ms(steps[name], min_run_time, default_clock(device))
             row[name] = min(row.get(name, math.inf), t)
     if "ours" in row:
         row["ours_impl"] = ours_impl()
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
             print(f"# {row}", flush=True)
     print(f"\n{machine_note(args.device)}, batch {args.batch}, min_run_time {args.min_run_time}s, best of "
-          f"{args.rounds} interleaved round(s)\n")
+          f"{args.rounds} interleaved round(s), {clock_name(default_clock(args.device))}\n")
     print(markdown_table(rows))
 
 

@@ -107,6 +107,7 @@ def net_rows(sizes: list[int], modes: list[str], device: str, rounds: int, min_r
     rows = []
     for size, mode in itertools.product(sizes, modes):
         b = batch[(mode, size)]
+        clear_autotune_cache()  # so that auto's first call pays its measurements (the layer part shares them)
         steps = {impl: _net_step(impl, mode, b, size, device) for impl in IMPLS}
         timer = default_clock(device) or clock
         first = {f"first_{impl}": _seconds(step, timer) for impl, step in steps.items()}  # auto measures now
