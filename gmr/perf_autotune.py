@@ -7,8 +7,9 @@ whole network (a script, not a test).
 Per layer shape (the shapes a forward of ``gmr.gmr_resnet18()`` — the paper's model, widths 64..512, kernels
 9/9/5/5 — feeds its GMR convolutions): a layer forced to ``dense``, one forced to ``two_stage`` and one with
 ``impl="auto"`` (which measures both on its first call, during the warm-up) are timed interleaved; the goal is
-``auto / min(dense, two_stage) <= 1.10``. The network: all-dense, all-two-stage and auto builds of the same net,
-one eval forward (``torch.no_grad``) or one train step (forward + backward of a sum) each, same goal. A fresh
+``auto / min(dense, two_stage) <= 1.10``. The network: all-dense, all-two-stage, auto and cost-model (each layer
+on what :func:`gmr.choose_impl` picks, i.e. auto with measuring off) builds of the same net, one eval forward
+(``torch.no_grad``) or one train step (forward + backward of a sum) each, same goal. A fresh
 process-wide autotune cache is used (:func:`gmr.clear_autotune_cache`) so every "auto" decision is made here.
 """
 
@@ -24,6 +25,7 @@ import torch
 
 from .autotune import clear_autotune_cache, clock
 from .conv import GMRConv2d
+from .cost_model import choose_impl
 from .perf_timing import (
     clock_name,
     default_clock,
@@ -37,6 +39,7 @@ from .perf_timing import (
 from .resnet import gmr_resnet18
 
 IMPLS = ("dense", "two_stage", "auto")
+NET_IMPLS = (*IMPLS, "model")
 BATCH = {("eval", 32): 8, ("train", 32): 16, ("eval", 224): 1, ("train", 224): 1}
 
 
@@ -86,8 +89,15 @@ def layer_rows(sizes: list[int], modes: list[str], device: str, rounds: int, min
 
 
 def _net_step(impl: str, mode: str, batch: int, size: int, device: str) -> Callable[[], Any]:
+    """One eval forward or train step of gmr_resnet18 with every GMR layer on ``impl``; "model": each layer on
+    what the cost model picks (what "auto" does with measuring off)."""
     torch.manual_seed(0)
-    model = gmr_resnet18(impl=impl).to(device)
+    model = gmr_resnet18(impl="dense" if impl == "model" else impl).to(device)
+    if impl == "model":
+        for m in model.modules():
+            if isinstance(m, GMRConv2d):
+                m.impl = choose_impl(m.in_channels, m.out_channels, m.kernel_size[0], m.num_rings, groups=m.groups,
+                                     device_type=torch.device(device).type, training=mode == "train")
     x = torch.randn(batch, 3, size, size, device=device)
     if mode == "eval":
         return step_fn(model, x, "eval")
@@ -108,7 +118,7 @@ def net_rows(sizes: list[int], modes: list[str], device: str, rounds: int, min_r
     for size, mode in itertools.product(sizes, modes):
         b = batch[(mode, size)]
         clear_autotune_cache()  # so that auto's first call pays its measurements (the layer part shares them)
-        steps = {impl: _net_step(impl, mode, b, size, device) for impl in IMPLS}
+        steps = {impl: _net_step(impl, mode, b, size, device) for impl in NET_IMPLS}
         timer = default_clock(device) or clock
         first = {f"first_{impl}": _seconds(step, timer) for impl, step in steps.items()}  # auto measures now
         samples = interleaved_samples(steps, rounds=rounds, min_run_time=min_run_time, warmup=0,
@@ -131,6 +141,8 @@ def _summary(samples: dict[str, list[float]], picked: str | None) -> dict[str, A
     faster = "dense" if paired_ratio(samples, "dense", "two_stage") <= 1.0 else "two_stage"
     out: dict[str, Any] = {name: min(values) for name, values in samples.items()}
     out.update(faster=faster, auto_faster=paired_ratio(samples, "auto", faster))
+    if "model" in samples:
+        out["model_faster"] = paired_ratio(samples, "model", faster)
     if picked is not None:
         out["picked"] = picked
         out["picked_faster"] = (1.0 if picked == faster else paired_ratio(samples, picked, faster)
@@ -155,9 +167,9 @@ def layer_table(rows: list[dict[str, Any]]) -> str:
 
 def net_table(rows: list[dict[str, Any]]) -> str:
     head = ["size", "mode", "batch", "all dense ms", "all two_stage ms", "auto ms", "auto / faster of the two",
-            "first call s: dense / two_stage / auto"]
+            "cost model ms", "cost model / faster", "first call s: dense / two_stage / auto"]
     body = [(f"{r['size']}²", r["mode"], r["batch"], f"{r['dense']:.1f}", f"{r['two_stage']:.1f}",
-             f"{r['auto']:.1f}", f"{r['auto_faster']:.3f}",
+             f"{r['auto']:.1f}", f"{r['auto_faster']:.3f}", f"{r['model']:.1f}", f"{r['model_faster']:.3f}",
              f"{r['first_dense']:.2f} / {r['first_two_stage']:.2f} / {r['first_auto']:.2f}") for r in rows]
     return markdown(head, body)
 
