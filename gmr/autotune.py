@@ -4,8 +4,8 @@ With ``impl="auto"`` a GMR layer times both paths (``dense`` and ``two_stage``) 
 *signature* -- its own configuration plus the input's shape, dtype, device, memory layout, the thread count,
 autocast, and the mode (gradients needed or not, training flag) -- and every layer with that signature then uses
 the faster one for the rest of the process. The first call for a signature costs a few extra calls of the
-layer (one warm-up call of each path, then ``ROUNDS`` interleaved timed blocks of each, each block at least
-``BLOCK_S`` long; the winner is the median of the rounds' paired time ratios, see :func:`decide`; on a CPU at
+layer (one warm-up call of each path, then 2 to ``ROUNDS`` interleaved timed blocks of each, each block at least
+``BLOCK_S`` long, fewer when one path is clearly ahead; the winner is the median of the rounds' paired time ratios, see :func:`decide`; on a CPU at
 one thread the clock is the thread's CPU time, see :func:`clock_for`); later calls cost one dictionary lookup.
 In training mode the timed calls are forward + backward through ``torch.autograd.grad``, so nothing accumulates
 into ``.grad``; a layer's kernel cache keeps only the winner's kernel.
@@ -48,7 +48,9 @@ ENV_VAR = "GMR_AUTOTUNE"
 _ENV_VALUES = {"1": True, "true": True, "on": True, "yes": True, "0": False, "false": False, "off": False,
                "no": False}
 IMPLS = ("dense", "two_stage")
-ROUNDS = 5  # interleaved timing rounds (the decision is the median of the rounds' paired ratios)
+ROUNDS = 5  # at most this many interleaved timing rounds (the decision: median of the rounds' paired ratios)
+MIN_ROUNDS = 2  # ... and at least this many; fewer than ROUNDS when every paired ratio so far is beyond CLEAR
+CLEAR = 1.25  # a paired ratio dense/two_stage above CLEAR (or below 1/CLEAR) is a clear win
 BLOCK_S = 2e-3  # each timed block repeats the call until it lasts about this long (tiny layers)
 
 
@@ -143,8 +145,9 @@ def _seconds_per_call(run: Callable[[], Any], number: int, timer: Callable[[], f
 def time_paths(runs: Mapping[str, Callable[[], Any]], *, rounds: int = ROUNDS, block_s: float = BLOCK_S,
                timer: Callable[[], float] = clock) -> dict[str, list[float]]:
     """Seconds per call of each zero-argument callable, one sample per round: one warm-up call each, then
-    ``rounds`` interleaved blocks of ``ceil(block_s / warm-up time)`` calls (the order alternates between
-    rounds), read with ``timer`` (see :func:`clock_for`).
+    up to ``rounds`` interleaved blocks of ``ceil(block_s / warm-up time)`` calls (the order alternates between
+    rounds; after ``MIN_ROUNDS`` it stops early once one path is clearly ahead in every round), read with
+    ``timer`` (see :func:`clock_for`).
 
     A path that raises ``RuntimeError`` (e.g. out of memory) gets no samples."""
     numbers: dict[str, int] = {}
@@ -160,7 +163,16 @@ def time_paths(runs: Mapping[str, Callable[[], Any]], *, rounds: int = ROUNDS, b
         shift = r % len(order) if order else 0
         for name in order[shift:] + order[:shift]:
             samples[name].append(_seconds_per_call(runs[name], numbers[name], timer))
+        if r + 1 >= MIN_ROUNDS and _clear(samples):
+            break
     return samples
+
+
+def _clear(samples: Mapping[str, list[float]]) -> bool:
+    """Whether every round so far has the same path ahead by more than ``CLEAR`` (more rounds would not
+    change the decision; this halves the first-call cost for most layers)."""
+    ratios = [d / t for d, t in zip(samples.get("dense", []), samples.get("two_stage", []))]
+    return bool(ratios) and (all(q > CLEAR for q in ratios) or all(q < 1 / CLEAR for q in ratios))
 
 
 def decide(samples: Mapping[str, list[float]]) -> str | None:

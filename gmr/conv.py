@@ -319,6 +319,12 @@ class _GMRConvNd(nn.Module):
         state["_impl_memo"] = {}
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:  # also layers pickled by versions without the memo
+        state.setdefault("_kernel_cache", {})
+        state.setdefault("_impl_memo", {})
+        state["_impl_memo_generation"] = -1
+        super().__setstate__(state)
+
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         self._kernel_cache.clear()
         super()._load_from_state_dict(*args, **kwargs)

@@ -6,6 +6,8 @@ tests check the bookkeeping, never the machine's speed (speed goals are measured
 from __future__ import annotations
 
 import math
+import pickle
+import time
 
 import pytest
 import torch
@@ -249,3 +251,45 @@ def test_can_measure_refuses_meta_subclasses_and_transforms():
     seen = []
     torch.func.vmap(lambda t: seen.append(autotune.can_measure(t)) or t)(torch.randn(3, 2))
     assert seen == [False]
+
+
+def test_pickles_carry_no_kernels_or_choices_and_pickles_without_the_memo_load(monkeypatch):
+    monkeypatch.setattr(autotune, "time_paths", FakeTimer(dense=1.0, two_stage=2.0))
+    layer = _layer().eval()
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad():
+        want = layer(x)
+    assert layer._kernel_cache and layer._impl_memo
+    clone = pickle.loads(pickle.dumps(layer))
+    assert not clone._kernel_cache and not clone._impl_memo
+    state = layer.__getstate__()
+    for name in ("_impl_memo", "_impl_memo_generation", "_kernel_cache"):  # as pickled by an older version
+        del state[name]
+    old = gmr.GMRConv2d.__new__(gmr.GMRConv2d)
+    old.__setstate__(state)
+    with torch.no_grad():
+        assert torch.equal(old(x), want) and torch.equal(clone(x), want)
+
+
+def _counting(cost_s: float, counter: dict, name: str):
+    """A call that burns exactly ``cost_s`` of this thread's CPU time (immune to preemption)."""
+    def run():
+        counter[name] = counter.get(name, 0) + 1
+        end = time.thread_time() + cost_s
+        while time.thread_time() < end:
+            pass
+
+    return run
+
+
+def test_time_paths_stops_early_only_when_one_path_is_clearly_ahead():
+    calls: dict[str, int] = {}
+    clear = autotune.time_paths({"dense": _counting(0.004, calls, "dense"),
+                                 "two_stage": _counting(0.0005, calls, "two_stage")}, block_s=0.0, rounds=5,
+                                timer=time.thread_time)
+    assert len(clear["dense"]) == len(clear["two_stage"]) == autotune.MIN_ROUNDS
+    assert calls == {"dense": 1 + autotune.MIN_ROUNDS, "two_stage": 1 + autotune.MIN_ROUNDS}  # + warm-up
+    assert autotune.decide(clear) == "two_stage"
+    close = autotune.time_paths({"dense": _counting(0.001, {}, "d"), "two_stage": _counting(0.001, {}, "t")},
+                                block_s=0.0, rounds=5, timer=time.thread_time)
+    assert len(close["dense"]) == 5  # a near tie gets every round
