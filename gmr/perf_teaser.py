@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .perf_timing import interleaved_ms, machine_note, markdown, step_fn
+from .perf_timing import clock_name, default_clock, interleaved_ms, machine_note, markdown, step_fn
 
 KERNEL_SIZES = (3, 5, 7, 9, 11)
 MODELS = {"conv2d": ("layer_conv2d", {}), "e2cnn": ("layer_c8", {"in_type": "regular"}),
@@ -49,7 +49,7 @@ def teaser_row(kernel_size: int, mode: str, *, channels: int = 64, size: int = 6
         name, extra = MODELS[kind]
         layer = create_model(name, in_channels=channels, channels=channels, kernel_size=kernel_size, **extra)
         steps[kind] = step_fn(layer.to(device), x, mode)
-    ms = interleaved_ms(steps, rounds=rounds, min_run_time=min_run_time)
+    ms = interleaved_ms(steps, rounds=rounds, min_run_time=min_run_time, clock=default_clock(device))
     return {"k": kernel_size, "mode": mode, **ms}  # ms per call == seconds per 1,000 calls
 
 
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(teaser_row(k, mode, channels=args.channels, size=args.size, batch=args.batch,
                                device=args.device, kinds=kinds, rounds=args.rounds, min_run_time=args.min_run_time))
         print(f"# {rows[-1]}", flush=True)
-    print(f"\n{machine_note(args.device)}; C={args.channels}, {args.size}², batch {args.batch}\n")
+    print(f"\n{machine_note(args.device)}; C={args.channels}, {args.size}², batch {args.batch}; fastest of "
+          f"{args.rounds} interleaved rounds, {clock_name(default_clock(args.device))}\n")
     print(table(rows, kinds))
 
 
