@@ -434,7 +434,7 @@ class _GMRConvNd(nn.Module):
         if not needs_grad:
             return {impl: (lambda impl=impl: self._forward_impl(x, pad, impl)) for impl in autotune.IMPLS}
         xin = x.detach().requires_grad_(x.requires_grad)
-        inputs = [p for p in self.parameters(recurse=False) if p.requires_grad] + ([xin] if xin.requires_grad else [])
+        inputs = [p for p in self.parameters() if p.requires_grad] + ([xin] if xin.requires_grad else [])
 
         def step(impl: str) -> None:
             out = self._forward_impl(xin, pad, impl)
