@@ -23,7 +23,9 @@ runs matter, switch measuring off and ``auto`` falls back to the deterministic c
 Set these before the first forward: a layer remembers its choices per input signature (``set_autotune`` and
 :func:`clear_autotune_cache` make every layer forget them; toggling torch's deterministic flag later does not).
 
-Measuring is also skipped (a winner measured earlier is still used, else the cost model) while it could not be
+For float64 on a CPU the cost model decides without measuring (dense: oneDNN has no float64 kernels and the
+two-stage path's grouped convolution falls back to one small call per group, so timing it once can take a
+minute). Measuring is also skipped (a winner measured earlier is still used, else the cost model) while it could not be
 done faithfully or would disturb the caller: under ``torch.jit`` tracing, ``torch.compile``, functorch transforms,
 CUDA graph capture, any ``TorchDispatchMode``/``TorchFunctionMode`` (e.g. ``FlopCounterMode``, which would
 otherwise count the timing calls), and for tensor subclasses or meta tensors.

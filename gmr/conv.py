@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from bench.errors import UsageError
 
 from . import autotune, rings
-from .cost_model import ONEDNN_DTYPES, choose_impl
+from .cost_model import ONEDNN_DTYPES, choose_impl, worth_measuring
 
 IMPLS = ("auto", "dense", "two_stage")
 SMOOTHINGS = ("ring", "radius")
@@ -397,12 +397,14 @@ class _GMRConvNd(nn.Module):
         return tuple(t for t in self._tensors() if t is not None)
 
     def _decide_impl(self, x: Tensor, pad: tuple[int, ...], signature: tuple[Any, ...], needs_grad: bool) -> str:
-        """Measured winner (looked up process-wide, else timed now), or the cost model when measuring is off.
+        """Measured winner (looked up process-wide, else timed now), or the cost model when measuring is off or
+        not worth it (float64 on a CPU, where the two-stage path is pathologically slow).
 
         A cost-model answer given only because measuring is impossible right now (tracing, a dispatch mode,
         ...) is not memoised, so a later ordinary call still measures."""
-        if not autotune.autotune_enabled() or torch.are_deterministic_algorithms_enabled():
-            impl = self._model_impl(x, needs_grad)  # memoised: both switches are meant to be set up front
+        if (not autotune.autotune_enabled() or torch.are_deterministic_algorithms_enabled()
+                or not worth_measuring(x.device.type, x.dtype)):
+            impl = self._model_impl(x, needs_grad)  # memoised: the switches are meant to be set up front
             self._impl_memo[signature] = impl
             return impl
         key = (self._layer_signature(pad), signature)

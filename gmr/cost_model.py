@@ -36,6 +36,7 @@ class CostModel:
     depthwise_overhead: float
     depthwise_train: float
     dense_train: float = 3.0
+    measure: bool = True  # False: the model's answer is final, "auto" never times the paths (see cpu-float64)
 
 
 COST_MODELS: dict[str, CostModel] = {
@@ -43,8 +44,9 @@ COST_MODELS: dict[str, CostModel] = {
     "cpu": CostModel(depthwise_penalty=3.0, depthwise_overhead=78.0, depthwise_train=9.0),
     # float64 on CPU has no oneDNN kernels; the grouped (depthwise) conv falls back to one small call per
     # group, thousands per network, each an OpenMP region that stalls whenever another process holds a core
-    # (a GMR-ResNet-18 forward went from 0.3 s to 27 s on a busy 2-core machine): always dense
-    "cpu-float64": CostModel(depthwise_penalty=1e9, depthwise_overhead=0.0, depthwise_train=1.0),
+    # (a GMR-ResNet-18 forward went from 0.3 s to 27 s on a busy 2-core machine): always dense, and not worth
+    # timing (one timed call of the two-stage path can cost a minute)
+    "cpu-float64": CostModel(depthwise_penalty=1e9, depthwise_overhead=0.0, depthwise_train=1.0, measure=False),
     "cuda": CostModel(depthwise_penalty=4.0, depthwise_overhead=16.0, depthwise_train=3.0),
 }
 ONEDNN_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -55,6 +57,11 @@ def cost_model_key(device_type: str, dtype: torch.dtype | None = None) -> str:
     if device_type == "cpu":
         return "cpu" if dtype is None or dtype in ONEDNN_DTYPES else "cpu-float64"
     return "cuda"
+
+
+def worth_measuring(device_type: str, dtype: torch.dtype | None = None) -> bool:
+    """Whether ``impl="auto"`` should time the paths on this device type and dtype (else the model decides)."""
+    return COST_MODELS[cost_model_key(device_type, dtype)].measure
 
 
 def impl_costs(in_channels: int, out_channels: int, kernel_size: int, num_rings: int, *, groups: int = 1,

@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import gmr
 from bench.errors import UsageError
 from gmr import autotune
+from gmr.cost_model import worth_measuring
 
 
 @pytest.fixture(autouse=True)
@@ -96,11 +97,11 @@ def test_cache_key_shares_equal_signatures_and_separates_different_ones(monkeypa
         different_inputs = [
             torch.randn(3, 4, 8, 8),  # batch
             torch.randn(2, 4, 9, 8),  # spatial size
-            x.double(),  # dtype
+            x.to(torch.bfloat16),  # dtype
             x.contiguous(memory_format=torch.channels_last),  # memory layout
         ]
         for i, y in enumerate(different_inputs, start=2):
-            (a.double() if y.dtype == torch.float64 else a.float())(y)
+            a.to(y.dtype)(y)
             assert len(fake.calls) == i
         a.float()
         _layer(dilation=2).eval()(x)  # another layer configuration, same input
@@ -293,3 +294,15 @@ def test_time_paths_stops_early_only_when_one_path_is_clearly_ahead():
     close = autotune.time_paths({"dense": _counting(0.001, {}, "d"), "two_stage": _counting(0.001, {}, "t")},
                                 block_s=0.0, rounds=5, timer=time.thread_time)
     assert len(close["dense"]) == 5  # a near tie gets every round
+
+
+def test_float64_on_cpu_is_decided_by_the_model_without_timing(monkeypatch):
+    """The two-stage path in float64 on a CPU falls back to one call per group: never worth timing."""
+    _never_measure(monkeypatch)
+    layer = _layer().double()
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    layer(x)
+    with torch.no_grad():
+        assert layer.eval().resolve_impl(x) == "dense"
+    assert not worth_measuring("cpu", torch.float64)
+    assert worth_measuring("cpu", torch.float32) and worth_measuring("cuda", torch.float64)
