@@ -9,19 +9,20 @@ its eval-mode kernel cache is only used by the dense path, which this model does
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-import GMR_Conv  # noqa: F401  (the module is declared as requiring GMR_Conv)
+from GMR_Conv import GMR_Conv2d  # the module is declared as requiring GMR_Conv
 from torch import nn
 
 from baselines.common import pop_unused
 from baselines.gmr_family import build_scalar_net, gmr_contract
-from baselines.layers import layer_gmr_official
+from baselines.layers import DEFAULT_KERNEL, ConvLayer, _plain_args
+from bench.contract import SCALAR, SymmetryContract
 from bench.models import register_model
 
 
 def official_conv(c_in: int, c_out: int, k: int, bias: bool = False) -> nn.Module:
-    from GMR_Conv import GMR_Conv2d
-
+    """The official layer with 'same' zero padding, built with keywords only."""
     return GMR_Conv2d(in_channels=c_in, out_channels=c_out, kernel_size=k, padding=k // 2, bias=bias)
 
 
@@ -34,4 +35,11 @@ def gmr_official(in_channels: int = 1, num_classes: int = 10, match: str = "para
                             gmr_contract(), "gmr")
 
 
-register_model("layer_gmr_official")(layer_gmr_official)
+@register_model("layer_gmr_official")
+def layer_gmr_official(in_channels: int = 16, num_classes: int = 10, channels: int | None = None,
+                       kernel_size: int = DEFAULT_KERNEL, bias: bool = True, **kw: Any) -> ConvLayer:
+    """The official package's GMR_Conv2d (GMR-Conv 1.0.3, its default 'dw' forward) as a single layer."""
+    pop_unused(kw, "layer_gmr_official")
+    out, k = _plain_args(in_channels, channels, kernel_size)
+    conv = official_conv(in_channels, out, k, bias=bias)
+    return ConvLayer(conv, SymmetryContract("D4-grid", features={"out": SCALAR}))

@@ -133,18 +133,6 @@ def layer_gmr_radius(in_channels: int = 16, num_classes: int = 10, channels: int
     return _gmr_layer("layer_gmr_radius", "radius", in_channels, channels, kernel_size, bias, gmr_kw)
 
 
-def layer_gmr_official(in_channels: int = 16, num_classes: int = 10, channels: int | None = None,
-                       kernel_size: int = DEFAULT_KERNEL, bias: bool = True, **kw: Any) -> ConvLayer:
-    """The official package's GMR_Conv2d (GMR-Conv 1.0.3, its default 'dw' forward); registered by
-    baselines.gmr_official."""
-    pop_unused(kw, "layer_gmr_official")
-    from baselines.gmr_official import official_conv
-
-    out, k = _plain_args(in_channels, channels, kernel_size)
-    conv = official_conv(in_channels, out, k, bias=bias)
-    return ConvLayer(conv, SymmetryContract("D4-grid", features={"out": SCALAR}))
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # escnn / e2cnn layers
 # ---------------------------------------------------------------------------------------------------------------
@@ -221,7 +209,7 @@ def _field_factory(name: str, lib: str, n: int, flip: bool):
 
 # Registered by the modules that import their library (so a build never includes that import):
 #   baselines.escnn_models: layer_c8, layer_d8, layer_so2; baselines.e2cnn_models: layer_e2cnn_c8;
-#   baselines.gmr_official: layer_gmr_official.
+#   baselines.gmr_official: layer_gmr_official (defined there, so no module imports the other both ways).
 LIB_LAYERS = {
     "layer_c8": ("escnn", 8, False),
     "layer_d8": ("escnn", 8, True),

@@ -25,13 +25,20 @@ else:  # small default: fast enough for the plain test run
     BATCH = 2
 
 
-@pytest.mark.parametrize("kind", ["ours", "official", "conv2d"])
+# "ours_dense": our layer forced to the dense path, i.e. the same F.conv2d call as nn.Conv2d plus our Python around
+# it; its ratio to "conv2d" in one run is the per-call overhead (see also ``python -m gmr.perf overhead``).
+KINDS = {"ours": ("ours", "auto"), "ours_dense": ("ours", "dense"), "official": ("official", "auto"),
+         "conv2d": ("conv2d", "auto")}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("k,channels,size", POINTS)
 def test_gmr_layer(benchmark, device, threads, kind, mode, k, channels, size):
     """``device``/``threads`` come from benchmarks/conftest.py (EQUIBENCH_BENCH_DEVICE / _THREADS)."""
     torch.manual_seed(0)
-    layer = make_layers(kind, channels, k, str(device))
+    base, impl = KINDS[kind]
+    layer = make_layers(base, channels, k, str(device), impl=impl)
     x = torch.randn(BATCH, channels, size, size, device=device)
     step = step_fn(layer, x, mode)
 
@@ -59,7 +66,7 @@ def test_ours_matches_official_in_benchmark_setup(mode):
 
     torch.manual_seed(0)
     ref = make_layers("official", 8, 9, "cpu")
-    ours = gmr.GMRConv2d.from_official(ref)
+    ours = gmr.from_official(ref)
     x = torch.randn(BATCH, 8, 16, 16)
     a, b = step_fn(ref, x, mode)(), step_fn(ours, x, mode)()
     assert (a - b).abs().max().item() <= 1e-5

@@ -12,14 +12,15 @@ Two forward implementations give the same numbers (up to float rounding):
   convolution (which applies groups and bias). On CPU the depthwise stage runs in channels-last layout, which
   oneDNN executes about 2x faster than the NCHW layout; the output is returned in the input's layout.
 
-``impl="auto"`` picks between them with :func:`choose_impl` (a FLOP model with measured per-device factors).
+``impl="auto"`` (the default) times both on the first call for each input signature and keeps the faster one
+process-wide (:mod:`gmr.autotune`, on by default); with measuring off it uses the deterministic cost model
+:func:`gmr.cost_model.choose_impl`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,7 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import rings
+from bench.errors import UsageError
+
+from . import autotune, rings
+from .cost_model import ONEDNN_DTYPES, choose_impl, worth_measuring
 
 IMPLS = ("auto", "dense", "two_stage")
 SMOOTHINGS = ("ring", "radius")
@@ -35,102 +39,33 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("same", "valid")
 
 
-# --------------------------------------------------------------------------------------------------- cost model
-@dataclass(frozen=True)
-class CostModel:
-    """Relative cost of the two forward paths, in units of one multiply-add of a dense convolution.
-
-    Per output position and batch item (both paths produce their output at the strided resolution, so stride
-    scales them equally and cancels out of the comparison):
-
-    - dense:      ``C_in * (C_out / groups) * k^d``                      (x ``dense_train`` when training)
-    - two_stage:  ``C_in * R * depthwise_penalty * (depthwise_overhead + k^d)``   (x ``depthwise_train``)
-                  ``+ C_in * R * (C_out / groups)``                      (x ``dense_train`` when training)
-
-    ``depthwise_penalty`` / ``depthwise_overhead`` express that a depthwise convolution runs far below the
-    FLOP rate of a dense one (it is memory bound: every one of its C_in*R outputs is written and read back by
-    the 1x1 mix); ``depthwise_train`` that its backward pass (input and basis gradients) is relatively slower
-    still. The CPU numbers were fitted by hand to oneDNN timings of the issue grid on a shared AMD EPYC
-    (docs/gmr_perf.md): dense wins for C=16 at every k and for C=64 at k=3; two-stage wins for C=64 at k>=9 in
-    eval; in training dense wins or ties everywhere. The CUDA numbers are an unmeasured estimate (no GPU was
-    available when this was written); ``impl="dense"``/``"two_stage"`` always override the model.
-    """
-
-    depthwise_penalty: float
-    depthwise_overhead: float
-    depthwise_train: float
-    dense_train: float = 3.0
-
-
-COST_MODELS: dict[str, CostModel] = {
-    # oneDNN (float32/bfloat16/float16 on CPU); two-stage runs channels-last
-    "cpu": CostModel(depthwise_penalty=3.0, depthwise_overhead=78.0, depthwise_train=9.0),
-    # float64 on CPU has no oneDNN kernels; the grouped (depthwise) conv falls back to one small call per
-    # group, thousands per network, each an OpenMP region that stalls whenever another process holds a core
-    # (a GMR-ResNet-18 forward went from 0.3 s to 27 s on a busy 2-core machine): always dense
-    "cpu-float64": CostModel(depthwise_penalty=1e9, depthwise_overhead=0.0, depthwise_train=1.0),
-    "cuda": CostModel(depthwise_penalty=4.0, depthwise_overhead=16.0, depthwise_train=3.0),
-}
-_ONEDNN_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def cost_model_key(device_type: str, dtype: torch.dtype | None = None) -> str:
-    """Which :data:`COST_MODELS` entry applies: ``cpu``, ``cpu-float64`` (non-oneDNN dtypes) or ``cuda``."""
-    if device_type == "cpu":
-        return "cpu" if dtype is None or dtype in _ONEDNN_DTYPES else "cpu-float64"
-    return "cuda"
-
-
-def impl_costs(in_channels: int, out_channels: int, kernel_size: int, num_rings: int, *, groups: int = 1,
-               ndim: int = 2, device_type: str = "cpu", dtype: torch.dtype | None = None,
-               training: bool = False) -> dict[str, float]:
-    """Modelled cost of each implementation per output position (see :class:`CostModel`)."""
-    model = COST_MODELS[cost_model_key(device_type, dtype)]
-    taps = kernel_size**ndim
-    dense_mult = model.dense_train if training else 1.0
-    dw_mult = model.depthwise_train if training else 1.0
-    dense = in_channels * (out_channels / groups) * taps * dense_mult
-    stage1 = in_channels * num_rings * model.depthwise_penalty * (model.depthwise_overhead + taps) * dw_mult
-    mix = in_channels * num_rings * (out_channels / groups) * dense_mult
-    return {"dense": dense, "two_stage": stage1 + mix}
-
-
-def choose_impl(in_channels: int, out_channels: int, kernel_size: int, num_rings: int, *, groups: int = 1,
-                ndim: int = 2, device_type: str = "cpu", dtype: torch.dtype | None = None,
-                training: bool = False) -> str:
-    """The cheaper implementation under the cost model; ties go to ``dense`` (one kernel launch)."""
-    costs = impl_costs(in_channels, out_channels, kernel_size, num_rings, groups=groups, ndim=ndim,
-                       device_type=device_type, dtype=dtype, training=training)
-    return "two_stage" if costs["two_stage"] < costs["dense"] else "dense"
-
-
 # --------------------------------------------------------------------------------------------------- validation
 def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        raise UsageError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _check_tuple(name: str, value: Any, ndim: int, minimum: int) -> tuple[int, ...]:
     if isinstance(value, (list, tuple)):
         if len(value) != ndim:
-            raise ValueError(f"{name} must be an int or a sequence of {ndim} ints >= {minimum}, got {value!r}")
+            raise UsageError(f"{name} must be an int or a sequence of {ndim} ints >= {minimum}, got {value!r}")
         return tuple(_check_int(name, v, minimum) for v in value)
     return (_check_int(name, value, minimum),) * ndim
 
 
 def _check_choice(name: str, value: Any, valid: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in valid:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, valid))}; got {value!r}")
+        raise UsageError(f"{name} must be one of {', '.join(map(repr, valid))}; got {value!r}")
     return value
 
 
 def _check_kernel_size(value: Any, ndim: int) -> int:
     sides = _check_tuple("kernel_size", value, ndim, 1)
     if len(set(sides)) != 1 or sides[0] % 2 == 0:
-        raise ValueError(
+        raise UsageError(
             f"GMR kernels are isotropic: kernel_size must be an odd int (or a tuple of {ndim} equal odd ints), "
             f"e.g. 3, 5, 7, 9; got {value!r}"
         )
@@ -145,10 +80,11 @@ class _GMRConvNd(nn.Module):
     _conv: ClassVar[Callable[..., Tensor]]
     _channels_last: ClassVar[torch.memory_format]
 
-    # Compare the parameters' values (not only their autograd version counters) before reusing the eval-mode
-    # kernel cache. Costs one equality check per parameter per forward (a device sync on CUDA) and catches
-    # edits through ``.data``, which bypass the version counter. Set to False on a subclass/instance to skip.
-    verify_cache_values: bool = True
+    # Also compare the parameters' values with a snapshot before reusing the eval-mode kernel cache. Off by
+    # default: the version-counter check is nearly free, while this costs one comparison per parameter per
+    # forward (and a device sync on CUDA). It only adds protection against in-place edits through ``.data``,
+    # which bypass autograd's version counter (call ``clear_cache()`` after such edits instead).
+    verify_cache_values: bool = False
 
     def __init__(
         self,
@@ -180,7 +116,7 @@ class _GMRConvNd(nn.Module):
         self.out_channels = _check_int("out_channels", out_channels, 1)
         self.groups = _check_int("groups", groups, 1)
         if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(
+            raise UsageError(
                 f"in_channels ({in_channels}) and out_channels ({out_channels}) must both be divisible by "
                 f"groups ({groups})"
             )
@@ -191,7 +127,7 @@ class _GMRConvNd(nn.Module):
         if isinstance(padding, str):
             _check_choice("padding", padding, PADDING_STRINGS)
             if padding == "same" and any(s != 1 for s in self.stride):
-                raise ValueError("padding='same' needs stride 1; use an int padding with strided convolutions")
+                raise UsageError("padding='same' needs stride 1; use an int padding with strided convolutions")
             self.padding: str | tuple[int, ...] = padding
         else:
             self.padding = _check_tuple("padding", padding, nd, 0)
@@ -204,7 +140,7 @@ class _GMRConvNd(nn.Module):
         if isinstance(sigma_scale, bool) or not isinstance(sigma_scale, (int, float, np.floating)):
             raise TypeError(f"sigma_scale must be a positive finite float, got {sigma_scale!r}")
         if not (math.isfinite(sigma_scale) and sigma_scale > 0):
-            raise ValueError(f"sigma_scale must be a positive finite float, got {sigma_scale!r}")
+            raise UsageError(f"sigma_scale must be a positive finite float, got {sigma_scale!r}")
         self.sigma_scale = float(sigma_scale)
         if supersample is None:
             supersample = 8 if nd == 2 else 4
@@ -234,7 +170,9 @@ class _GMRConvNd(nn.Module):
         else:
             self.register_buffer("log_sigmas", None)
         self._register_geometry(factory)
-        self._kernel_cache: dict[str, tuple[tuple[Any, ...], tuple[Tensor, ...], Tensor]] = {}
+        self._kernel_cache: dict[str, tuple[Any, ...]] = {}
+        self._impl_memo: dict[Hashable, str] = {}  # input signature -> impl chosen by "auto"
+        self._impl_memo_generation = -1  # autotune.STATE.generation the memo belongs to
         self.reset_parameters()
 
     # -- construction helpers ----------------------------------------------------------------------------------
@@ -320,37 +258,52 @@ class _GMRConvNd(nn.Module):
         return b.repeat(self.in_channels, *([1] * (b.dim() - 1)))
 
     # -- eval-mode cache -----------------------------------------------------------------------------------------
-    def _cache_sources(self) -> tuple[Tensor, ...]:
-        return tuple(t for t in (self.weight, self.log_sigmas) if t is not None)
-
-    def _cache_key(self) -> tuple[Any, ...]:
-        key: list[Any] = [self.clip_sigma]
-        for t in (*self._cache_sources(), *self.buffers(recurse=False)):
-            key += [t._version, t.data_ptr(), t.device, t.dtype, tuple(t.shape)]
-        return tuple(key)
+    def _tensors(self) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(weight, log_sigmas, bias) read from the module's dicts: ``nn.Module.__getattr__`` costs about 1 us
+        per attribute, a large share of a small layer's per-call budget. Falls back to attribute access for a
+        weight that is not a registered parameter (``torch.nn.utils.parametrize``, hook-based weight norm)."""
+        params = self._parameters
+        w = params.get("weight")
+        if w is None:
+            w = self.weight
+        s = params["log_sigmas"] if "log_sigmas" in params else self._buffers.get("log_sigmas")
+        b = params["bias"] if "bias" in params else getattr(self, "bias", None)
+        return w, s, b
 
     def _cached(self, name: str, build: Callable[[], Tensor]) -> Tensor:
-        """``build()`` or its cached value. Cached only in eval mode when no parameter gradient is needed; the
-        key (autograd version counters, storage pointers, devices, dtypes) changes on in-place updates,
-        ``load_state_dict``, ``.to()`` and re-assigned parameters; ``verify_cache_values`` also compares the
-        values, which catches ``.data`` edits that the version counter misses."""
-        sources = self._cache_sources()
-        if self.training or (torch.is_grad_enabled() and any(t.requires_grad for t in sources)):
+        """``build()`` or its cached value. Cached only in eval mode when no parameter gradient is needed.
+
+        The cache entry holds the parameter objects and their (autograd version, storage pointer) pairs: an
+        in-place update (optimizer step, ``load_state_dict``, ``copy_`` under ``no_grad``), a re-assigned
+        parameter or ``.data = ...`` all invalidate it, at the cost of a few attribute reads per forward.
+        ``.to()``, ``train()``/``eval()`` and loading clear it. In-place edits through ``.data`` are invisible
+        to the version counter (as they are to autograd); ``verify_cache_values`` catches them too."""
+        if self.training:
             return build()
-        key = self._cache_key()
+        w, s, _ = self._tensors()
+        if torch.is_grad_enabled() and (w.requires_grad or (s is not None and s.requires_grad)):
+            return build()
+        key = (w._version, w.data_ptr(), self.clip_sigma) if s is None else (
+            w._version, w.data_ptr(), s._version, s.data_ptr(), self.clip_sigma)
         hit = self._kernel_cache.get(name)
-        if hit is not None and hit[0] == key:
-            if not self.verify_cache_values or all(torch.equal(a, b) for a, b in zip(hit[1], sources)):
-                return hit[2]
+        if hit is not None and hit[0] is w and hit[1] is s and hit[2] == key and (
+                not self.verify_cache_values or self._snapshot_matches(hit[3])):
+            return hit[4]
         with torch.no_grad():
             value = build()
-        snapshot = tuple(t.detach().clone() for t in sources) if self.verify_cache_values else ()
-        self._kernel_cache[name] = (key, snapshot, value)
+        snapshot = tuple(t.detach().clone() for t in (w, s) if t is not None) if self.verify_cache_values else ()
+        self._kernel_cache[name] = (w, s, key, snapshot, value)
         return value
 
+    def _snapshot_matches(self, snapshot: tuple[Tensor, ...]) -> bool:
+        current = tuple(t for t in self._tensors()[:2] if t is not None)
+        return len(snapshot) == len(current) and all(torch.equal(a, b) for a, b in zip(snapshot, current))
+
     def clear_cache(self) -> None:
-        """Drop cached kernels (never needed for correctness; frees their memory)."""
+        """Drop cached kernels and this layer's memo of ``auto`` choices (needed only after in-place edits
+        through ``.data`` or after changing ``stride``/``padding``/``dilation``/``groups`` in place)."""
         self._kernel_cache.clear()
+        self._impl_memo.clear()
 
     def train(self, mode: bool = True) -> _GMRConvNd:
         self._kernel_cache.clear()
@@ -363,7 +316,14 @@ class _GMRConvNd(nn.Module):
     def __getstate__(self) -> dict[str, Any]:  # pickling / torch.save: cached kernels are not state
         state = super().__getstate__()
         state["_kernel_cache"] = {}
+        state["_impl_memo"] = {}
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # also layers pickled by versions without the memo
+        state.setdefault("_kernel_cache", {})
+        state.setdefault("_impl_memo", {})
+        state["_impl_memo_generation"] = -1
+        super().__setstate__(state)
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         self._kernel_cache.clear()
@@ -377,17 +337,8 @@ class _GMRConvNd(nn.Module):
             return tuple(d * (k - 1) // 2 for d, k in zip(self.dilation, self.kernel_size))
         return tuple(self.padding)
 
-    def resolve_impl(self, x: Tensor | None = None) -> str:
-        """The implementation the next forward on ``x`` will use (``impl`` unless it is "auto")."""
-        if self._impl != "auto":
-            return self._impl
-        ref = x if x is not None else self.weight
-        training = self.training and torch.is_grad_enabled()
-        return choose_impl(self.in_channels, self.out_channels, self.kernel_size[0], self._num_rings,
-                           groups=self.groups, ndim=self.ndim, device_type=ref.device.type, dtype=ref.dtype,
-                           training=training)
-
-    def forward(self, x: Tensor) -> Tensor:
+    def _prepare(self, x: Tensor) -> tuple[Tensor, tuple[int, ...], bool]:
+        """(batched input, padded by ``padding_mode`` if not zeros; the conv's own padding; was unbatched)."""
         unbatched = x.dim() == self.ndim + 1
         if unbatched:
             x = x.unsqueeze(0)
@@ -395,21 +346,113 @@ class _GMRConvNd(nn.Module):
         if self.padding_mode != "zeros":
             x = F.pad(x, [p for p in reversed(pad) for _ in range(2)], mode=self.padding_mode)
             pad = (0,) * self.ndim
-        if self.resolve_impl(x) == "dense":
-            weight = self._cached("dense", self.kernel)
-            out = type(self)._conv(x, weight, self.bias, self.stride, pad, self.dilation, self.groups)
-        else:
-            out = self._two_stage(x, pad)
+        return x, pad, unbatched
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, pad, unbatched = self._prepare(x)
+        impl = self._impl
+        if impl == "auto":
+            impl = self._auto_impl(x, pad)
+        out = self._forward_impl(x, pad, impl)
         return out.squeeze(0) if unbatched else out
+
+    def _forward_impl(self, x: Tensor, pad: tuple[int, ...], impl: str) -> Tensor:
+        if impl == "dense":
+            weight = self._cached("dense", self.kernel)
+            return type(self)._conv(x, weight, self._tensors()[2], self.stride, pad, self.dilation, self.groups)
+        return self._two_stage(x, pad)
+
+    # -- impl="auto" -------------------------------------------------------------------------------------------
+    def resolve_impl(self, x: Tensor | None = None) -> str:
+        """The implementation a forward on ``x`` uses now (``impl`` unless it is "auto").
+
+        With "auto" and an ``x`` this is exactly the forward's decision, so it may time both paths (see
+        :mod:`gmr.autotune`); without ``x`` it is the cost model's choice for the weight's device and dtype."""
+        if self._impl != "auto":
+            return self._impl
+        if x is None:
+            return self._model_impl(self.weight, torch.is_grad_enabled() and self.training)
+        x, pad, _ = self._prepare(x)
+        return self._auto_impl(x, pad)
+
+    def _auto_impl(self, x: Tensor, pad: tuple[int, ...]) -> str:
+        """The memoised choice for this input signature: a handful of attribute reads and one dict lookup
+        (without autograd no parameter is even looked at)."""
+        if torch.is_grad_enabled():
+            grads = (x.requires_grad, *(t.requires_grad for t in self._grad_sources()))
+            needs_grad = any(grads)
+        else:
+            grads, needs_grad = None, False
+        signature = (x.shape, x.dtype, x.device, x.is_contiguous(), grads, self.training, torch.get_num_threads(),
+                     torch._C._is_any_autocast_enabled())
+        if self._impl_memo_generation != autotune.STATE.generation:
+            self._impl_memo = {}
+            self._impl_memo_generation = autotune.STATE.generation
+        impl = self._impl_memo.get(signature)
+        if impl is None:
+            impl = self._decide_impl(x, pad, signature, needs_grad)
+        return impl
+
+    def _grad_sources(self) -> tuple[Tensor, ...]:
+        return tuple(t for t in self._tensors() if t is not None)
+
+    def _decide_impl(self, x: Tensor, pad: tuple[int, ...], signature: tuple[Any, ...], needs_grad: bool) -> str:
+        """Measured winner (looked up process-wide, else timed now), or the cost model when measuring is off or
+        not worth it (float64 on a CPU, where the two-stage path is pathologically slow).
+
+        A cost-model answer given only because measuring is impossible right now (tracing, a dispatch mode,
+        ...) is not memoised, so a later ordinary call still measures."""
+        if (not autotune.autotune_enabled() or torch.are_deterministic_algorithms_enabled()
+                or not worth_measuring(x.device.type, x.dtype)):
+            impl = self._model_impl(x, needs_grad)  # memoised: the switches are meant to be set up front
+            self._impl_memo[signature] = impl
+            return impl
+        key = (self._layer_signature(pad), signature)
+        impl = autotune.winner(key)
+        if impl is None and autotune.can_measure(x):
+            runs = self._timing_runs(x, pad, needs_grad)
+            impl = autotune.record(key, autotune.time_paths(runs, timer=autotune.clock_for(x)))
+            if impl is not None:  # the losing path's cached kernel is dead weight
+                self._kernel_cache.pop("two_stage" if impl == "dense" else "dense", None)
+        if impl is None:
+            return self._model_impl(x, needs_grad)
+        self._impl_memo[signature] = impl
+        return impl
+
+    def _layer_signature(self, pad: tuple[int, ...]) -> tuple[Any, ...]:
+        """Everything about the layer that changes the two paths' costs (weights' values do not)."""
+        return (type(self).__name__, self.in_channels, self.out_channels, self.kernel_size[0], self._num_rings,
+                tuple(self.stride), tuple(pad), tuple(self.dilation), self.groups, self.bias is not None,
+                self._smoothing, self._gaussian_mixture)
+
+    def _model_impl(self, ref: Tensor, needs_grad: bool) -> str:
+        return choose_impl(self.in_channels, self.out_channels, self.kernel_size[0], self._num_rings,
+                           groups=self.groups, ndim=self.ndim, device_type=ref.device.type, dtype=ref.dtype,
+                           training=needs_grad)
+
+    def _timing_runs(self, x: Tensor, pad: tuple[int, ...], needs_grad: bool) -> dict[str, Callable[[], Any]]:
+        """One call of each path as the caller will run it: forward only, or forward + the backward pass
+        (``torch.autograd.grad``, so nothing accumulates into ``.grad`` and the caller's graph is untouched)."""
+        if not needs_grad:
+            return {impl: (lambda impl=impl: self._forward_impl(x, pad, impl)) for impl in autotune.IMPLS}
+        xin = x.detach().requires_grad_(x.requires_grad)
+        inputs = [p for p in self.parameters() if p.requires_grad] + ([xin] if xin.requires_grad else [])
+
+        def step(impl: str) -> None:
+            out = self._forward_impl(xin, pad, impl)
+            torch.autograd.grad(out, inputs, torch.ones_like(out), allow_unused=True)
+
+        return {impl: (lambda impl=impl: step(impl)) for impl in autotune.IMPLS}
 
     def _two_stage(self, x: Tensor, pad: tuple[int, ...]) -> Tensor:
         conv = type(self)._conv
         stage1 = self._cached("two_stage", self._stage1_weight)
-        channels_last = x.device.type == "cpu" and x.dtype in _ONEDNN_DTYPES  # oneDNN depthwise is NHWC-fast
+        channels_last = x.device.type == "cpu" and x.dtype in ONEDNN_DTYPES  # oneDNN depthwise is NHWC-fast
         xin = x.contiguous(memory_format=self._channels_last) if channels_last else x
         y = conv(xin, stage1, None, self.stride, pad, self.dilation, self.in_channels)
-        mix = self.weight.reshape(self.out_channels, -1, *([1] * self.ndim))
-        out = conv(y, mix, self.bias, 1, 0, 1, self.groups)
+        weight, _, bias = self._tensors()
+        mix = weight.reshape(self.out_channels, -1, *([1] * self.ndim))
+        out = conv(y, mix, bias, 1, 0, 1, self.groups)
         if channels_last and x.is_contiguous() and not out.is_contiguous():
             out = out.contiguous()
         return out
@@ -448,15 +491,6 @@ class _GMRConvNd(nn.Module):
             s += ", gaussian_mixture=False"
         return s
 
-    @classmethod
-    def from_official(cls, layer: nn.Module, **overrides: Any) -> _GMRConvNd:
-        """Build ours from an official ``GMR_Conv.GMR_Conv2d``/``GMR_Conv3d`` with the same outputs.
-
-        See :func:`gmr.official.from_official` (``overrides`` replace constructor arguments)."""
-        from .official import from_official
-
-        return from_official(layer, cls, **overrides)
-
 
 class GMRConv2d(_GMRConvNd):
     """Gaussian Mixture Ring convolution (2D): an isotropic k x k kernel with R learnable ring weights per
@@ -469,9 +503,10 @@ class GMRConv2d(_GMRConvNd):
     (clamp sigma to [0.01, 2R]); ``smoothing``: "ring" (official, Gaussian over the ring index, piecewise
     constant kernel) or "radius" (Gaussian over each pixel's continuous radius averaged over ``supersample``^2
     sub-samples, a smooth radial profile: component j is centred at radius j*s pixels with s = (k//2)/(R-1),
-    i.e. s = 1 px and sigma in pixels for the default circular geometry; see :mod:`gmr.rings`); ``impl``: "dense", "two_stage" or "auto"
-    (cheaper one under :func:`choose_impl`'s cost model for this layer's channels, kernel size, rings,
-    groups, the input's device type and train/eval). Parameters: ``weight`` (C_out, C_in/groups, R),
+    i.e. s = 1 px and sigma in pixels for the default circular geometry; see :mod:`gmr.rings`); ``impl``:
+    "dense", "two_stage" or "auto" (the faster of the two, measured on the first call for each input signature
+    and cached process-wide, see :mod:`gmr.autotune`; the cost model :func:`gmr.choose_impl` when measuring is
+    off). Parameters: ``weight`` (C_out, C_in/groups, R),
     ``log_sigmas`` (R), ``bias`` (C_out). In eval mode the assembled kernel is cached and the cache is
     invalidated by any parameter change (see ``_cached``).
     """

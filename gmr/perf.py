@@ -1,10 +1,15 @@
-"""Layer-level timing grid: ours vs the official GMR-Conv vs ``nn.Conv2d`` (script mode, not a test).
+"""GMR measurement scripts (not tests). This module: the layer grid, ours vs the official GMR-Conv vs
+``nn.Conv2d``; the other measurements are sub-commands:
 
-    python -m gmr.perf                      # the issue's grid: k 3..11, C 16/64, 32^2 and 64^2, batch 16
+    python -m gmr.perf                      # the layer grid: k 3..11, C 16/64, 32^2 and 64^2, batch 16
     python -m gmr.perf --quick              # a 4-point smoke grid
     python -m gmr.perf --calibrate          # also time ours with impl forced to dense / two_stage
+    python -m gmr.perf overhead ...         # eval overhead over nn.Conv2d (gmr.perf_overhead)
+    python -m gmr.perf autotune ...         # impl="auto" vs both paths, gmr_resnet18 layers and net (gmr.perf_autotune)
+    python -m gmr.perf teaser ...           # seconds per 1,000 convolutions vs kernel size (gmr.perf_teaser)
 
-Each cell is the median of ``torch.utils.benchmark.Timer.blocked_autorange`` (which synchronises CUDA). ``eval``
+Each cell is the median of ``torch.utils.benchmark.Timer.blocked_autorange`` (thread CPU time on a CPU at one
+thread, else the wall clock, which synchronises CUDA: see :mod:`gmr.perf_timing`). ``eval``
 is a forward under ``torch.no_grad`` in eval mode (cached kernels); ``train`` is forward + backward in train mode
 with an input that requires grad (as for a hidden layer), parameter grads reset every step. The official layer
 is built with keyword arguments (its positional ``dw_fwd`` bug) and always runs its "dw" two-stage path in 2D.
@@ -14,18 +19,20 @@ Prints a markdown table with the ratios official/ours (> 1: ours faster) and our
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
+import importlib
 import itertools
 import math
-import platform
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.benchmark import Timer
 
 from .conv import GMRConv2d
+from .perf_timing import clock_name, default_clock, geomean, machine_note, step_fn, time_ms
+
+__all__ = ["FULL_GRID", "QUICK_GRID", "make_layers", "markdown_table", "measure", "step_fn"]
 
 FULL_GRID = {"kernel_size": (3, 5, 7, 9, 11), "channels": (16, 64), "size": (32, 64)}
 QUICK_GRID = {"kernel_size": (5, 9), "channels": (16,), "size": (32, 64)}
@@ -46,36 +53,13 @@ def make_layers(kind: str, channels: int, kernel_size: int, device: str, impl: s
     raise ValueError(f"unknown layer kind {kind!r}; valid: ours, official, conv2d")
 
 
-def step_fn(layer: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], Any]:
-    """A zero-argument callable doing one eval forward or one train forward+backward."""
-    if mode == "eval":
-        layer.eval()
+def _impl_probe(layer: GMRConv2d, x: torch.Tensor, mode: str) -> Callable[[], str]:
+    """What ``auto`` picked for the timed call (asked after the warm-up, in the timed call's grad mode)."""
+    def probe() -> str:
+        with torch.set_grad_enabled(mode == "train"):
+            return layer.resolve_impl(x.detach().requires_grad_(mode == "train"))
 
-        def run_eval() -> Any:
-            with torch.no_grad():
-                return layer(x)
-
-        return run_eval
-    if mode != "train":
-        raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
-    layer.train()
-    xg = x.detach().clone().requires_grad_(True)
-    params = [p for p in layer.parameters() if p.requires_grad]
-
-    def run_train() -> Any:
-        for p in (*params, xg):
-            p.grad = None
-        out = layer(xg)
-        out.backward(torch.ones_like(out))
-        return out
-
-    return run_train
-
-
-def time_ms(fn: Callable[[], Any], min_run_time: float) -> float:
-    fn()  # warm-up (also builds eval caches)
-    return Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).blocked_autorange(
-        min_run_time=min_run_time).median * 1e3
+    return probe
 
 
 def measure(kernel_size: int, channels: int, size: int, mode: str, *, batch: int = 16, device: str = "cpu",
@@ -89,26 +73,25 @@ def measure(kernel_size: int, channels: int, size: int, mode: str, *, batch: int
     x = torch.randn(batch, channels, size, size, device=device)
     row: dict[str, Any] = {"k": kernel_size, "C": channels, "size": size, "mode": mode}
     steps: dict[str, Callable[[], Any]] = {}
+    ours_impl: Callable[[], str] = str
     for kind in kinds:
         layer = make_layers(kind, channels, kernel_size, device)
         steps[kind] = step_fn(layer, x, mode)
         if kind == "ours":
-            with torch.set_grad_enabled(mode == "train"):
-                row["ours_impl"] = layer.resolve_impl(x)
+            ours_impl = _impl_probe(layer, x, mode)
     if calibrate:
         for impl in ("dense", "two_stage"):
             steps[f"ours_{impl}"] = step_fn(make_layers("ours", channels, kernel_size, device, impl=impl), x, mode)
     names = list(steps)
+    for step in steps.values():
+        step()  # warm-up (also builds eval caches and lets "auto" measure)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            t = time_ms(steps[name], min_run_time)
+            t = time_ms(steps[name], min_run_time, default_clock(device))
             row[name] = min(row.get(name, math.inf), t)
+    if "ours" in row:
+        row["ours_impl"] = ours_impl()
     return row
-
-
-def geomean(values: Iterable[float]) -> float:
-    vals = [v for v in values if v > 0 and math.isfinite(v)]
-    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -141,14 +124,15 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def machine_note(device: str) -> str:
-    torch_info = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} ({torch_info})"
-    return f"{platform.processor() or platform.machine()} CPU, {torch_info}, {platform.platform()}"
+SUBCOMMANDS = ("overhead", "autotune", "teaser")
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        module = importlib.import_module(f"gmr.perf_{argv[0]}")
+        module.main(argv[1:])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=16)
@@ -175,8 +159,8 @@ def main(argv: list[str] | None = None) -> None:
                           rounds=args.rounds, calibrate=args.calibrate)
             rows.append(row)
             print(f"# {row}", flush=True)
-    print(f"\nMeasured {_dt.date.today().isoformat()} on {machine_note(args.device)}, batch {args.batch}, "
-          f"min_run_time {args.min_run_time}s, best of {args.rounds} interleaved round(s)\n")
+    print(f"\n{machine_note(args.device)}, batch {args.batch}, min_run_time {args.min_run_time}s, best of "
+          f"{args.rounds} interleaved round(s), {clock_name(default_clock(args.device))}\n")
     print(markdown_table(rows))
 
 

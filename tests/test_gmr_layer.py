@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -121,10 +122,23 @@ def test_choose_impl_cost_model():
 
 
 # ----------------------------------------------------------------------------------------------- eval cache
-def _fresh_output(layer, x):
-    """What the layer must output: computed without any cache (train-mode kernel, export to nn.Conv2d)."""
+def _uncached_output(layer, x):
+    """What the layer must output: the same path computed from scratch by a copy (copies carry no cache)."""
+    fresh = copy.deepcopy(layer)
+    assert not fresh._kernel_cache
     with torch.no_grad():
-        return layer.export()(x)
+        return fresh(x)
+
+
+def _assert_fresh(layer, x):
+    """Cached output == uncached output of the same path, bit for bit (a stale kernel cannot pass), and both
+    match torch's own conv with the assembled kernel to float rounding *relative to the output's size*."""
+    with torch.no_grad():
+        got = layer(x)
+        ref = layer.export()(x)
+    assert torch.equal(got, _uncached_output(layer, x))
+    eps = torch.finfo(x.dtype).eps
+    assert (got - ref).abs().max() <= 64 * eps * ref.abs().max()
 
 
 @pytest.mark.parametrize("impl", ["dense", "two_stage"])
@@ -144,29 +158,55 @@ def test_eval_cache_is_used_and_never_stale(impl):
         layer(x)
         layer(x)
     assert calls["n"] == 1  # second forward reused the cached kernel
-
-    def check():
-        with torch.no_grad():
-            assert torch.allclose(layer(x), _fresh_output(layer, x), atol=1e-6)
+    del layer.basis
 
     with torch.no_grad():
         layer.weight.mul_(-2.0)  # in-place (bumps the version counter)
-    check()
-    layer.weight.data.add_(0.5)  # .data edit: invisible to the version counter, caught by value check
-    check()
+    _assert_fresh(layer, x)
     with torch.no_grad():
         layer.log_sigmas.add_(0.7)  # change sigma after .eval()
-    check()
+    _assert_fresh(layer, x)
     other = gmr.GMRConv2d(3, 4, 5, padding=2)
     layer.load_state_dict(other.state_dict())
-    check()
-    assert torch.allclose(layer(x), other.eval()(x), atol=1e-6)
-    layer.weight = nn.Parameter(torch.randn_like(layer.weight))  # re-assigned parameter
-    check()
+    _assert_fresh(layer, x)
+    with torch.no_grad():
+        want = other.eval()(x)
+        assert (layer(x) - want).abs().max() <= 1e-6 * want.abs().max()
+    layer.weight = nn.Parameter(torch.randn_like(layer.weight))  # re-assigned parameter (outputs ~25, not ~1)
+    _assert_fresh(layer, x)
+    layer.weight.data = torch.randn_like(layer.weight)  # new storage behind the same Parameter object
+    _assert_fresh(layer, x)
+    layer.verify_cache_values = True
+    layer(x)
+    layer.weight.data.add_(0.5)  # .data edit: invisible to the version counter, caught by the value check
+    _assert_fresh(layer, x)
+    layer.verify_cache_values = False
     layer.double()
-    y = layer(x.double())
-    assert y.dtype == torch.float64
-    assert torch.allclose(y, _fresh_output(layer, x.double()), atol=1e-12)
+    _assert_fresh(layer, x.double())
+
+
+def test_eval_cache_with_a_parametrized_weight():
+    """A weight behind torch.nn.utils.parametrize is recomputed on every access: the cache must follow it."""
+    from torch.nn.utils import parametrize
+
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.s = nn.Parameter(torch.tensor(2.0))
+
+        def forward(self, w):
+            return w * self.s
+
+    torch.manual_seed(0)
+    layer = gmr.GMRConv2d(2, 3, 3, padding=1, impl="dense", bias=False)
+    parametrize.register_parametrization(layer, "weight", Scale())
+    layer.eval()
+    x = torch.randn(1, 2, 6, 6)
+    with torch.no_grad():
+        before = layer(x)
+        layer.parametrizations.weight[0].s.fill_(-1.0)
+        after = layer(x)
+    assert torch.allclose(after, -0.5 * before, atol=1e-6)
 
 
 def test_train_mode_has_no_cache_and_gradients_flow():
@@ -274,13 +314,3 @@ def test_valid_configs_fuzz_impls_agree(groups, cin_mult, cout_mult, kernel_size
                           num_rings=num_rings, force_circular=force_circular, gaussian_mixture=gaussian_mixture,
                           train_sigma=train_sigma, clip_sigma=clip_sigma, smoothing=smoothing)
     _run_both(layer)
-
-
-def test_convert_to_gmr_handles_strides_and_leaves_1x1():
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 1),
-                        nn.Conv2d(8, 8, (3, 5), padding=(1, 2)), nn.MaxPool2d(3, 2, 1))
-    gmr.convert_to_gmr(net, smoothing="radius")
-    assert isinstance(net[0], nn.Sequential) and isinstance(net[0][0], nn.AvgPool2d)
-    assert isinstance(net[0][1], gmr.GMRConv2d) and net[0][1].stride == (1, 1) and net[0][1].smoothing == "radius"
-    assert type(net[2]) is nn.Conv2d and type(net[3]) is nn.Conv2d  # 1x1 and non-square stay
-    assert net(torch.randn(1, 3, 16, 16)).shape == (1, 8, 4, 4)

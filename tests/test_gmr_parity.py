@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from GMR_Conv import gmr_conv as official  # the reference package; CI installs it (no silent skip)
 from GMR_Conv import gmr_resnet as official_resnet
+from torch import nn
 
 import gmr
+from bench.errors import UsageError
 
 TOL = 1e-5  # max abs difference, fp32
 
@@ -28,7 +31,7 @@ def test_layer_matches_official(k, force_circular, stride, dilation):
         ref.log_sigmas.add_(0.3 * torch.randn_like(ref.log_sigmas))
     x = torch.randn(2, 3, 17, 17)
     for impl in ("dense", "two_stage"):
-        ours = gmr.GMRConv2d.from_official(ref, impl=impl)
+        ours = gmr.from_official(ref, impl=impl)
         assert ours.num_rings == ref.num_rings
         for training in (True, False):
             ref.train(training)
@@ -44,7 +47,7 @@ def test_layer_matches_official(k, force_circular, stride, dilation):
 def test_gradients_match_official(impl):
     torch.manual_seed(0)
     ref = _official_2d(in_channels=4, out_channels=3, kernel_size=7, padding=3)
-    ours = gmr.GMRConv2d.from_official(ref, impl=impl)
+    ours = gmr.from_official(ref, impl=impl)
     x = torch.randn(2, 4, 12, 12)
     g = torch.randn(2, 3, 12, 12)
     xr, xo = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
@@ -60,7 +63,7 @@ def test_official_layer_without_mixture_and_fixed_sigma():
     x = torch.randn(1, 2, 11, 11)
     for kw in ({"gaussian_mixture_ring": False}, {"train_gaussian_sigma": False}, {"num_rings": 3}):
         ref = _official_2d(in_channels=2, out_channels=2, kernel_size=5, padding=2, **kw)
-        ours = gmr.GMRConv2d.from_official(ref)
+        ours = gmr.from_official(ref)
         assert (ours(x) - ref(x)).abs().max().item() <= TOL, kw
         assert isinstance(ours.log_sigmas, torch.nn.Parameter) == isinstance(
             getattr(ref, "log_sigmas", None), torch.nn.Parameter)
@@ -73,7 +76,7 @@ def test_conv3d_matches_official():
         ref = official.GMR_Conv3d(in_channels=2, out_channels=3, kernel_size=k, padding=k // 2,
                                   force_circular=fc)
         for impl in ("dense", "two_stage"):
-            ours = gmr.GMRConv3d.from_official(ref, impl=impl)
+            ours = gmr.from_official(ref, impl=impl)
             for training in (True, False):
                 ref.train(training)
                 ours.train(training)
@@ -118,9 +121,91 @@ def test_from_official_keeps_declared_padding_mode():
     torch.manual_seed(4)
     ref = _official_2d(in_channels=2, out_channels=2, kernel_size=5, padding=2, padding_mode="reflect")
     x = torch.randn(1, 2, 10, 10)
-    honest = gmr.GMRConv2d.from_official(ref)
+    honest = gmr.from_official(ref)
     assert honest.padding_mode == "reflect"
     assert (honest(x) - honest.export()(x)).abs().max().item() <= TOL
     assert (honest(x) - ref(x)).abs().max().item() > 1e-3
-    as_official = gmr.GMRConv2d.from_official(ref, padding_mode="zeros")
+    as_official = gmr.from_official(ref, padding_mode="zeros")
     assert (as_official(x) - ref(x)).abs().max().item() <= TOL
+
+
+# ------------------------------------------------------------------------- checkpoints with learned ring masks
+def _as_gmr_conv_102(model: nn.Module) -> nn.Module:
+    """What GMR-Conv <= 1.0.2 builds by default: ring masks as trainable parameters (train_index_mat=True).
+
+    The 1.0.2 wheel differs from 1.0.3 only in that default (diffed), so this is the 1.0.2 model."""
+    for m in model.modules():
+        if isinstance(m, (official.GMR_Conv2d, official.GMR_Conv3d)):
+            m.train_index_mat = True
+            m.weight_index_mat = nn.Parameter(m._buffers.pop("weight_index_mat").clone())
+    return model
+
+
+def _official_resnet(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return official_resnet.gmr_resnet18(num_classes=10, gmr_conv_size=[9, 9, 5, 5])
+
+
+def _train_steps(model: nn.Module, steps: int = 2) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.randint(0, 10, (4,))).backward()
+        opt.step()
+
+
+def test_checkpoint_with_learned_ring_masks_is_refused_naming_the_version():
+    ref = _as_gmr_conv_102(_official_resnet(5))
+    _train_steps(ref)
+    sd = ref.state_dict()
+    assert (sd["conv1.weight_index_mat"] != sd["conv1.default_weight_index_mat"]).any()  # the masks learned
+    ours = gmr.gmr_resnet18(10, kernel_sizes=[9, 9, 5, 5], impl="dense")
+    # what the old loader did: drop the masks, load the rest. Every key matches, the function does not.
+    ours.load_state_dict({k: v for k, v in sd.items() if "index_mat" not in k and not k.endswith(".mus")})
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = ref.eval()(x)
+        delta = ((ours.eval()(x) - want).abs().max() / want.abs().max()).item()
+    assert delta > 1e-3  # measured: 1-4 % of the largest logit after 1-10 steps
+    for strict in (True, False):
+        with pytest.raises(UsageError, match=r"conv1\.weight_index_mat: .*GMR-Conv <= 1\.0\.2"):
+            gmr.load_official_state_dict(ours, sd, strict=strict)
+    with pytest.raises(UsageError, match=r"train_index_mat=True.*1\.0\.2"):
+        gmr.convert_official_state_dict(sd)
+    # the check does not depend on the stored defaults: our own ring geometry is the reference
+    stripped = {k: v for k, v in sd.items() if not k.endswith("default_weight_index_mat")}
+    with pytest.raises(UsageError, match="1.0.2"):
+        gmr.load_official_state_dict(ours, stripped, strict=False)
+    with pytest.raises(UsageError, match="1.0.2"):
+        gmr.from_official(ref.conv1)
+
+
+def test_learned_masks_are_refused_for_single_layers_2d_and_3d():
+    torch.manual_seed(6)
+    for layer in (_official_2d(in_channels=2, out_channels=2, kernel_size=5, padding=2),
+                  official.GMR_Conv3d(in_channels=2, out_channels=2, kernel_size=3, padding=1)):
+        with torch.no_grad():
+            layer.weight_index_mat[..., 0, 0] += 1e-3  # the smallest learned change still changes the kernel
+        with pytest.raises(UsageError, match=r"max \|delta\| = 0\.001.*1\.0\.2"):
+            gmr.from_official(layer)
+
+
+def test_gmr_conv_102_checkpoint_with_untouched_masks_loads_and_matches():
+    """The version alone is no reason to refuse: masks that never moved give the same function."""
+    ref = _as_gmr_conv_102(_official_resnet(7))
+    ref.train()
+    with torch.no_grad():
+        ref(torch.randn(2, 3, 32, 32))  # BN statistics
+    ours = gmr.gmr_resnet18(10, kernel_sizes=[9, 9, 5, 5])
+    gmr.load_official_state_dict(ours, ref.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want, got = ref.eval()(x), ours.eval()(x)
+    assert (got - want).abs().max().item() <= TOL * max(1.0, want.abs().max().item())
+
+
+def test_masks_of_the_wrong_geometry_are_refused():
+    ref = _official_2d(in_channels=2, out_channels=2, kernel_size=5, padding=2)
+    sd = {"conv.weight_index_mat": ref.weight_index_mat, "conv.default_weight_index_mat": ref.weight_index_mat[..., :-1]}
+    with pytest.raises(UsageError, match="do not fit"):
+        gmr.convert_official_state_dict(sd)
