@@ -41,12 +41,29 @@ CHECKPOINT_FORMAT = 1
 # -- determinism ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def deterministic(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
-    """Seed torch; on CUDA also switch on deterministic kernels (cuDNN, cuBLAS) for the duration.
+    """Seed torch and make the numbers reproducible for the duration: GMR's measured implementation choice
+    (`gmr.autotune`, which may pick another path in another process) is switched off, so `impl="auto"` uses the
+    deterministic cost model; on CUDA deterministic kernels (cuDNN, cuBLAS) are switched on too.
 
     CPU kernels are deterministic for a fixed thread count already, and `torch.use_deterministic_algorithms`
-    imports torch._inductor (seconds), so the global flag is only touched on accelerators and restored after.
-    """
+    imports torch._inductor (seconds), so the global flag is only touched on accelerators. Everything is restored
+    afterwards (latency measurements keep autotuning on)."""
+    from gmr.autotune import autotune_enabled, set_autotune
+
     torch.manual_seed(seed)
+    tuned = autotune_enabled()
+    if tuned:
+        set_autotune(False)
+    try:
+        with _deterministic_kernels(device):
+            yield
+    finally:
+        if tuned:
+            set_autotune(True)
+
+
+@contextlib.contextmanager
+def _deterministic_kernels(device: torch.device | str) -> Iterator[None]:
     if torch.device(device).type != "cuda":
         yield
         return
