@@ -215,3 +215,37 @@ def test_trained_weights_without_their_checkpoint_fail_loudly(tmp_path):
                    num_images=1, lie_derivative=False, floor=False, per_layer=False, reflections=False)
     with pytest.raises(FileNotFoundError, match="feedfacefeedface"):
         run_job(job, RunContext(out_dir=tmp_path))
+
+
+def test_trained_networks_are_measured_on_the_images_they_were_trained_on(tmp_path, monkeypatch):
+    """The accuracy checkpoint records its dataset keywords (e.g. CIFAR-10 kept at 32x32); the equivariance job
+    measuring it uses them unless told otherwise, so a 32x32-trained network is not measured at 33x33."""
+    import bench.protocols.equivariance as eq
+    from test_datasets import write_mnist
+
+    from bench.models import create_model
+    from bench.training import save_checkpoint
+
+    write_mnist(tmp_path, compress=False)
+    ctx = RunContext(out_dir=tmp_path / "run", data_dir=tmp_path)
+    producer = "0123456789abcdef"
+    torch.manual_seed(0)
+    save_checkpoint(ctx.checkpoint_path("cnn", "mnist", 0, "upright", producer),
+                    create_model("cnn", 1, 10, width=0.25), model="cnn", model_kwargs={"width": 0.25},
+                    in_channels=1, num_classes=10, dataset_kwargs={"pad_to_odd": False})
+    seen = []
+    real = eq.make_inputs
+
+    def make_inputs(job, ctx, s, channels, size, dataset_kwargs=None):
+        seen.append((size, dataset_kwargs))
+        return real(job, ctx, s, channels, size, dataset_kwargs)
+
+    monkeypatch.setattr(eq, "make_inputs", make_inputs)
+    settings = {"angles": [0.0, 90.0], "num_images": 2, "lie_derivative": False, "floor": False, "per_layer": False,
+                "reflections": False, "inputs": "dataset"}
+    rows = run_job(make_job("equivariance", "cnn", "mnist", 0, depends_on=(producer,), **settings), ctx)
+    assert seen == [(28, {"pad_to_odd": False})]  # the dataset's native size, as trained
+    assert {r["weights"] for r in rows} == {"init", "trained"}
+    job = make_job("equivariance", "cnn", "mnist", 0, weights=["init"], **settings)
+    assert eq.geometry(job, eq.EquivarianceProtocol().settings_of(job), ctx) == (1, 10, 29)
+    assert eq.geometry(job, eq.EquivarianceProtocol().settings_of(job), ctx, {"pad_to_odd": False}) == (1, 10, 28)
