@@ -16,7 +16,7 @@ from bench.models import MODELS, register_model
 from bench.protocols import get_protocol
 from bench.protocols.accuracy import AccuracySettings
 from bench.rotation import DEFAULT_METHOD, parse_angles
-from bench.training import evaluate_rotations, load_trained, make_optimizer, make_schedule, read_checkpoint
+from bench.training import evaluate_rotations, load_trained, make_optimizer, make_schedule
 
 ACC = get_protocol("accuracy")
 validate_settings = ACC.settings

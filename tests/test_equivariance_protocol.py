@@ -220,9 +220,9 @@ def test_trained_weights_without_their_checkpoint_fail_loudly(tmp_path):
 def test_trained_networks_are_measured_on_the_images_they_were_trained_on(tmp_path, monkeypatch):
     """The accuracy checkpoint records its dataset keywords (e.g. CIFAR-10 kept at 32x32); the equivariance job
     measuring it uses them unless told otherwise, so a 32x32-trained network is not measured at 33x33."""
-    import bench.protocols.equivariance as eq
     from test_datasets import write_mnist
 
+    import bench.protocols.equivariance as eq
     from bench.models import create_model
     from bench.training import save_checkpoint
 
