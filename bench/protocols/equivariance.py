@@ -327,8 +327,8 @@ def feature_floor_rows(contract: SymmetryContract, f0: dict[str, torch.Tensor], 
 
 def lie_rows(model: torch.nn.Module, contract: SymmetryContract, x: torch.Tensor, method: str,
              regions: Mapping[str, Region] | None = None) -> list[dict[str, Any]]:
-    """LEE on logits (Gruver et al.) and the relative Lie derivative of each exposed map (pooled to scalars,
-    inside its comparison region; maps with an empty region are left out)."""
+    """LEE on logits (Gruver et al.) and the relative Lie derivative of each exposed map (fields pooled to
+    scalars, by the chain rule; inside its comparison region; maps with an empty region are left out)."""
     rows = []
     with torch.no_grad():
         names = exposed_features(model, x[:1])
@@ -343,10 +343,15 @@ def lie_rows(model: torch.nn.Module, contract: SymmetryContract, x: torch.Tensor
             if region is not None and region.empty:
                 continue
 
-            def pooled_map(inp: torch.Tensor, n: str = name, sp: FieldSpec = spec) -> torch.Tensor:
-                return group_pool(sp, exposed_features(model, inp)[n])
+            def field(inp: torch.Tensor, n: str = name) -> torch.Tensor:
+                return exposed_features(model, inp)[n]
 
-            value = em.lie_derivative_map(pooled_map, x, method, mask=None if region is None else region.mask)
+            def pool(t: torch.Tensor, sp: FieldSpec = spec) -> torch.Tensor:
+                return group_pool(sp, t)
+
+            # the generator acts on the field before its (kinked) pooling: see `lie_derivative_map`
+            value = em.lie_derivative_map(field, x, method, mask=None if region is None else region.mask,
+                                          pool=None if spec.kind == "scalar" else pool)
             label = name if spec.kind == "scalar" else f"{name}:gpool"
             rows.append({"metric": "lie_derivative", "value": value.mean().item(), "unit": "relative/rad",
                          "feature": label, "reflect": "none"})
