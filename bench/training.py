@@ -104,23 +104,49 @@ def _confine(x: torch.Tensor, keep: torch.Tensor, fill: torch.Tensor | None) -> 
 
 
 # -- training ------------------------------------------------------------------------------------------------
-def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.0,
-                   momentum: float = 0.9) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+SCHEDULE_UNITS = ("step", "epoch")
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+                   nesterov: bool = True, no_decay: Sequence[str] = ()) -> torch.optim.Optimizer:
+    """Adam / AdamW / SGD over the trainable parameters.
+
+    ``nesterov`` (SGD with momentum only): Nesterov momentum, our default; the official GMR-Conv recipe uses
+    plain momentum. ``no_decay``: parameters whose name contains one of these strings get no weight decay
+    (the official recipe exempts its ring widths, ``["sigmas"]``: ``log_sigmas`` here)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
         raise UsageError(f"{type(model).__name__} has no trainable parameters")
+    exempt = [p for n, p in named if any(s in n for s in no_decay)]
+    decayed = [p for n, p in named if not any(s in n for s in no_decay)]
+    groups = [{"params": g, "weight_decay": wd} for g, wd in ((decayed, weight_decay), (exempt, 0.0)) if g]
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(groups, lr=lr)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(groups, lr=lr)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
     raise UsageError(f"unknown optimizer {name!r}; valid: adam, adamw, sgd")
+
+
+def make_schedule(opt: torch.optim.Optimizer, schedule: str, epochs: int, steps_per_epoch: int,
+                  unit: str = "step", eta_min: float = 0.0) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Cosine annealing to `eta_min` over the whole run, advanced every optimiser step (``unit='step'``) or
+    once per epoch (``'epoch'``, the official GMR-Conv recipe); None for ``schedule='none'``."""
+    if unit not in SCHEDULE_UNITS:
+        raise UsageError(f"unknown schedule unit {unit!r}; valid: {', '.join(SCHEDULE_UNITS)}")
+    if schedule == "none":
+        return None
+    if schedule != "cosine":
+        raise UsageError(f"unknown schedule {schedule!r}; valid: cosine, none")
+    total = epochs * steps_per_epoch if unit == "step" else epochs
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1), eta_min=eta_min)
 
 
 def train_model(model: nn.Module, dataset: Dataset, *, seed: int, epochs: int, batch_size: int,
                 optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.9,
-                schedule: str = "cosine", augment: str | Sequence[str] | None = None,
+                nesterov: bool = True, no_decay: Sequence[str] = (), schedule: str = "cosine",
+                schedule_unit: str = "step", eta_min: float = 0.0, augment: str | Sequence[str] | None = None,
                 rotation: str = DEFAULT_METHOD, mask: bool = False, fill: Fill | None = None,
                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                 num_workers: int = 0, progress: bool = False, desc: str = "train") -> dict[str, float]:
@@ -132,8 +158,8 @@ def train_model(model: nn.Module, dataset: Dataset, *, seed: int, epochs: int, b
     ``augment`` is a recipe name (``'rotation'``, ``'gmr_cifar'``) or a list of ops (`bench.augment`); the
     image ops run before normalisation, ``rotation`` rotates every training image by an angle uniform in
     [0, 360) with `bench.rotation`, corners filled with `fill` (None: the dataset's background,
-    `dataset_fill`). ``mask`` sets the pixels outside the disk to that background too. Raises
-    FloatingPointError when the loss stops being finite.
+    `dataset_fill`). ``mask`` sets the pixels outside the disk to that background too. The optimiser and the
+    schedule: `make_optimizer`, `make_schedule`. Raises FloatingPointError when the loss stops being finite.
     """
     device = torch.device(device)
     ops = aug.resolve(augment)
@@ -145,9 +171,9 @@ def train_model(model: nn.Module, dataset: Dataset, *, seed: int, epochs: int, b
     loader = DataLoader(source, batch_size=batch_size, shuffle=True, generator=loader_gen,
                         num_workers=num_workers, drop_last=n > batch_size,
                         pin_memory=device.type == "cuda")
-    opt = make_optimizer(model, optimizer, lr, weight_decay, momentum)
+    opt = make_optimizer(model, optimizer, lr, weight_decay, momentum, nesterov, no_decay)
     total = epochs * len(loader)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1)) if schedule == "cosine" else None
+    sched = make_schedule(opt, schedule, epochs, len(loader), schedule_unit, eta_min)
     keep = None
     model.to(device=device, dtype=dtype).train()
     final_loss = math.nan
@@ -173,7 +199,7 @@ def train_model(model: nn.Module, dataset: Dataset, *, seed: int, epochs: int, b
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                if sched is not None:
+                if sched is not None and schedule_unit == "step":
                     sched.step()
                 value = float(loss.detach())
                 loss_sum += value * len(y)
@@ -181,6 +207,8 @@ def train_model(model: nn.Module, dataset: Dataset, *, seed: int, epochs: int, b
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.3f}", refresh=False)
             final_loss = loss_sum / max(count, 1)
+            if sched is not None and schedule_unit == "epoch":
+                sched.step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return {"train_loss_final": final_loss, "train_time_s": time.perf_counter() - start,

@@ -200,13 +200,17 @@ def equivariance_section(t: Mapping[str, pd.DataFrame], styles: Styles) -> Secti
                     ("reflect", "flip", text, ""), ("mean_non_grid", "mean (non-grid)", number, ""),
                     ("worst_non_grid", "worst (non-grid)", number, ""), ("at_10deg", "10°", number, ""),
                     ("at_22_5deg", "22.5°", number, ""), ("at_45deg", "45°", number, ""),
-                    ("at_90deg", "90°", number, "")]
+                    ("at_90deg", "90°", number, ""), ("floor_mean_non_grid", "mean (non-grid)", number, "floor"),
+                    ("floor_at_45deg", "45°", number, "floor")]
             sec.blocks += _table(build_table(
                 rows, _varying(rows, cols), "equivariance_summary", id=f"eq-summary-{level}",
                 title=f"{LEVEL_TITLE[level]}: equivariance error summary",
                 caption="Mean and worst over the measured angles that are not multiples of 90° (worst: max error, "
                         "min agreement), and the value at selected angles; flip h = the horizontal flip composed "
-                        "with the rotation."))
+                        "with the rotation. Maps are compared inside their disk less the ring their padding "
+                        "reaches; floor = the error an exactly equivariant operator producing a map of that size "
+                        "gets in the same region under the same rotation (a map at its floor is as equivariant as "
+                        "this measurement can tell)."))
     lee = t.get("lie_derivative")
     if lee is not None and not lee.empty:
         cols = [*CASE_COLUMNS, ("feature", "feature", text, ""), ("unit", "unit", text, ""),
@@ -215,7 +219,22 @@ def equivariance_section(t: Mapping[str, pd.DataFrame], styles: Styles) -> Secti
                                          title="Lie derivative (LEE)",
                                          caption="Derivative of the equivariance error at the identity; mean ± std "
                                                  "across seeds."))
-    sec.blocks += _plot(eq_plots.stage_attribution(t.get("equivariance_stages"), styles))
+    stages = t.get("equivariance_stages")
+    sec.blocks += _plot(eq_plots.stage_attribution(stages, styles))
+    if stages is not None and not stages.empty:
+        shown = stages.groupby("model")["weights"].transform(lambda w: "trained" if (w == "trained").any()
+                                                               else w.iloc[0])
+        culprits = stages[(stages["excess"] > 0) & (stages["weights"] == shown)]
+        cols = [("model", "model", text, ""), ("weights", "weights", text, ""), ("dataset", "dataset", text, ""),
+                ("rotation", "rotation", text, ""), ("stage", "stage", text, ""), ("angle_deg", "angle", angle, ""),
+                ("error", "error", mean_std("error_std"), ""), ("floor", "floor", number, ""),
+                ("excess", "excess", number, "")]
+        sec.blocks += _table(build_table(
+            culprits, _varying(culprits, cols), "equivariance_stages", id="eq-stages",
+            title="Stages that break equivariance",
+            caption="Stages whose error exceeds their floor, trained weights where measured, in execution order "
+                    "(pointwise stages never do: each is its own exactly equivariant version). Every stage and "
+                    "both weights, with the floor kind: tables/equivariance_stages.csv."))
     return sec
 
 

@@ -15,8 +15,8 @@ from bench.jobs import RunContext
 from bench.models import MODELS, register_model
 from bench.protocols import get_protocol
 from bench.protocols.accuracy import AccuracySettings
-from bench.rotation import parse_angles
-from bench.training import evaluate_rotations, load_trained
+from bench.rotation import DEFAULT_METHOD, parse_angles
+from bench.training import evaluate_rotations, load_trained, make_optimizer, make_schedule
 
 ACC = get_protocol("accuracy")
 validate_settings = ACC.settings
@@ -82,7 +82,7 @@ def test_validate_settings():
     assert validate_settings({"conditions": "rotation"}).conditions == ["rotation"]
     with pytest.raises(UsageError) as err:
         validate_settings({"epoch": 3})
-    assert "Did you mean 'epochs'" in str(err.value) and "Valid settings: angles, batch_size" in str(err.value)
+    assert "Did you mean 'epochs'" in str(err.value) and "Valid settings: angles, augment, batch_size" in str(err.value)
     for key, bad, hint in [("epochs", 0, ">= 1"), ("optimizer", "rmsprop", "adam, adamw, sgd"),
                            ("schedule", "step", "cosine, none"), ("conditions", ["flip"], "upright, rotation"),
                            ("conditions", [], "non-empty"), ("rotation", "lanczos", "bilinear"),
@@ -90,6 +90,93 @@ def test_validate_settings():
                            ("epochs", True, ">= 1"), ("lr", float("nan"), "> 0")]:
         with pytest.raises(UsageError, match=hint):
             validate_settings({key: bad})
+
+
+def test_recipe_settings_validate():
+    s = validate_settings({"augment": "gmr_cifar", "fill": 0, "nesterov": False, "no_decay": ["sigmas"],
+                           "schedule_unit": "epoch", "eta_min": 1e-6,
+                           "per_model_kwargs": {"resnet18": {"stem": "keep_conv1"}}})
+    assert s.augment_for("upright") == ["random_resized_crop", "color_jitter", "grayscale", "blur", "translate"]
+    assert s.augment_for("rotation") == [*s.augment_for("upright"), "rotation"]
+    assert s.fill_for() == 0.0 and validate_settings({}).fill_for() is None  # None: the dataset's background
+    assert validate_settings({"fill": [0, 0.5, 1]}).fill_for() == [0.0, 0.5, 1.0]
+    assert s.model_kwargs_for("resnet18") == {"stem": "keep_conv1"} and s.model_kwargs_for("cnn") == {}
+    assert validate_settings({"model_kwargs": {"width": 0.25}, "per_model_kwargs": {"cnn": {"width": 1}}}
+                             ).model_kwargs_for("cnn") == {"width": 1}
+    assert validate_settings({}).augment_for("rotation") == ["rotation"]
+    for key, bad, hint in [("augment", "autoaugment", "gmr_cifar"), ("augment", "rotation", "conditions"),
+                           ("augment", ["blur", "blur"], "distinct"), ("fill", "black", "'dataset'"),
+                           ("fill", [], "per channel"), ("schedule_unit", "batch", "step, epoch"),
+                           ("eta_min", -1, ">= 0"), ("no_decay", [""], "substrings"), ("nesterov", 1, "true or false"),
+                           ("per_model_kwargs", {"cnn": 1}, "model name")]:
+        with pytest.raises(UsageError, match=hint):
+            validate_settings({key: bad})
+
+
+def test_recipe_settings_reach_training_and_evaluation(tmp_path, monkeypatch):
+    """augment, fill, the optimiser and the schedule settings are what train_model / evaluate_rotations get."""
+    import bench.training as training
+
+    seen = {}
+    real_train, real_eval = training.train_model, training.evaluate_rotations
+
+    def train(*a, **kw):
+        seen.setdefault("train", []).append(kw)
+        return real_train(*a, **{**kw, "augment": [op for op in kw["augment"] if op == "rotation"]})
+
+    def evaluate(*a, **kw):
+        seen.setdefault("eval", []).append(kw)
+        return real_eval(*a, **kw)
+
+    monkeypatch.setattr(training, "train_model", train)
+    monkeypatch.setattr(training, "evaluate_rotations", evaluate)
+    run(tmp_path, conditions=["upright", "rotation"], augment=["blur", "translate"], fill=0.25, nesterov=False,
+        no_decay=["conv.bias"], schedule_unit="epoch", eta_min=1e-5, epochs=1, angles=[0, 90], flips=False)
+    assert [kw["augment"] for kw in seen["train"]] == [["blur", "translate"], ["blur", "translate", "rotation"]]
+    for kw in seen["train"]:
+        assert (kw["fill"], kw["nesterov"], kw["no_decay"], kw["schedule_unit"], kw["eta_min"]) == \
+            (0.25, False, ["conv.bias"], "epoch", 1e-5)
+        assert kw["rotation"] == DEFAULT_METHOD
+    assert [kw["fill"] for kw in seen["eval"]] == [0.25, 0.25]
+
+
+def test_optimizer_follows_the_official_recipe_when_asked():
+    """The official GMR-Conv SGD: plain momentum and no weight decay on the ring widths (`sigmas`)."""
+    from bench.models import create_model
+
+    model = create_model("layer_gmr", in_channels=2, num_classes=10)
+    opt = make_optimizer(model, "sgd", 0.02, weight_decay=1e-3, momentum=0.9, nesterov=False, no_decay=["sigmas"])
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = [({names[id(p)] for p in g["params"]}, g["weight_decay"], g["nesterov"]) for g in opt.param_groups]
+    assert {n for n, _ in model.named_parameters()} == set().union(*(g[0] for g in groups))
+    exempt = [g for g in groups if g[1] == 0.0]
+    assert len(exempt) == 1 and exempt[0][0] and all("sigmas" in n for n in exempt[0][0])
+    assert all(wd == 1e-3 for names_, wd, _ in groups if names_ != exempt[0][0])
+    assert not any(g[2] for g in groups)
+    ours = make_optimizer(model, "sgd", 0.02, weight_decay=1e-3)
+    assert len(ours.param_groups) == 1 and ours.param_groups[0]["nesterov"]  # the defaults are unchanged
+
+
+def test_cosine_schedule_per_epoch_reaches_eta_min_after_the_last_epoch(tmp_path, monkeypatch):
+    import bench.training as training
+
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.02)
+    sched = make_schedule(opt, "cosine", epochs=4, steps_per_epoch=10, unit="epoch", eta_min=1e-6)
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [1e-6 + (0.02 - 1e-6) * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert lrs == pytest.approx(expected, rel=1e-12) and opt.param_groups[0]["lr"] == pytest.approx(1e-6)
+    with pytest.raises(UsageError, match="step, epoch"):
+        make_schedule(opt, "cosine", 4, 10, unit="batch")
+    made = []
+    monkeypatch.setattr(training, "make_schedule", lambda *a, **kw: made.append(make_schedule(*a, **kw)) or made[-1])
+    for unit, total in (("epoch", 2), ("step", 2 * 3)):  # 400 images in batches of 128, the partial one dropped
+        made.clear()
+        run(tmp_path / unit, epochs=2, schedule_unit=unit, angles=[0], flips=False)
+        assert made[0].T_max == made[0].last_epoch == total  # stepped once per epoch / per step, to the end
 
 
 # -- rows, checkpoints ---------------------------------------------------------------------------------------
@@ -112,7 +199,7 @@ def test_rows_and_checkpoint(tmp_path):
         assert summary["worst"]["value"] == min(values)
         assert summary["flip_v"]["value"] == flips[1]["value"]
         assert {r["metric"] for r in mine} == {"accuracy", "train_loss_final", "train_time_s", "eval_time_s"}
-        assert all(r["rotation"] == "bilinear" and r["mask"] is False for r in mine)
+        assert all(r["rotation"] == DEFAULT_METHOD and r["mask"] is False for r in mine)
         assert math.isfinite(by(mine, metric="train_loss_final")[0]["value"])
 
         path = ctx.checkpoint_path(TINY, "rotdigits", 0, cond, job.job_id)

@@ -196,6 +196,30 @@ def test_cifar10_batches(tmp_path, monkeypatch):
     assert x[2, 32, 32] == pytest.approx(-info.mean[2] / info.std[2], abs=1e-5)  # padded corner = black
 
 
+def test_cifar10_at_its_native_32_pixels(tmp_path, monkeypatch):
+    """pad_to_odd=False (the GMR-Conv paper's geometry): 32x32 images, nothing padded, and `info` says 32."""
+    import torchvision.datasets.cifar as tv_cifar
+
+    write_cifar(tmp_path)
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda fpath, md5=None: Path(fpath).is_file())
+    test = create_dataset("cifar10", "test", data_dir=tmp_path, pad_to_odd=False)
+    padded = create_dataset("cifar10", "test", data_dir=tmp_path)
+    x = test[0][0]
+    assert x.shape == (3, 32, 32) and test.info.image_size == 32 and padded.info.image_size == 33
+    assert torch.equal(x, padded[0][0][:, :32, :32])  # the same pixels, without the black row and column
+    assert test.info.mean == padded.info.mean and test.info.fill == padded.info.fill
+    with pytest.raises(UsageError, match="pad_to_odd"):
+        create_dataset("cifar10", "test", data_dir=tmp_path, pad_to_odd="no")
+    with pytest.raises(UsageError, match="valid: pad_to_odd"):
+        create_dataset("cifar10", "test", data_dir=tmp_path, size=32)
+
+
+def test_mnist_at_its_native_28_pixels(tmp_path):
+    write_mnist(tmp_path, compress=False)
+    test = create_dataset("mnist", "test", data_dir=tmp_path, pad_to_odd=False)
+    assert test[0][0].shape == (1, 28, 28) and test.info.image_size == 28
+
+
 def test_cifar10_missing(tmp_path):
     with pytest.raises(UsageError) as err:
         create_dataset("cifar10", "test", data_dir=tmp_path)

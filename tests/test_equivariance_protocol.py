@@ -1,6 +1,7 @@
 """The equivariance protocol on real zoo models: each model's claim is exact where it claims it, measured
 through the same `run(job, ctx)` path the CLI uses."""
 
+import pandas as pd
 import pytest
 import torch
 from protocol_helpers import make_job, run_job
@@ -110,6 +111,10 @@ def test_accuracy_checkpoint_round_trip_into_equivariance(tmp_path, name):
         assert torch.allclose(loaded(x), model.eval()(x), atol=1e-5)
 
 
+def stage_values(rows, metric):
+    return {r["stage"]: r["value"] for r in rows if r["metric"] == metric and r.get("stage")}
+
+
 def test_per_stage_attribution_blames_exactly_the_plain_convolutions():
     """At 90 deg (an exact permutation) pointwise stages and symmetric pooling add nothing; only cnn's
     Conv2d stages add error, and every GMR stage stays exact."""
@@ -121,15 +126,87 @@ def test_per_stage_attribution_blames_exactly_the_plain_convolutions():
     torch.manual_seed(0)
     cnn = attribution_rows(create_model("cnn", 1, 10).eval(), x, 90.0, "bicubic")
     assert cnn, "cnn exposes a sequential body"
-    for row in cnn:
-        if row["stage"].endswith(":Conv2d"):
-            assert row["value"] > 0.3, row
-        else:
-            assert row["value"] < 1e-6, row
+    for stage, value in stage_values(cnn, "equivariance_error").items():
+        assert (value > 0.3) if stage.endswith(":Conv2d") else (value < 1e-6), (stage, value)
     gmr = attribution_rows(create_model("gmr", 1, 10).eval(), x, 90.0, "bicubic")
-    assert gmr and max(r["value"] for r in gmr) < 1e-5
-    assert any(r["stage"].endswith(":GMRConv2d") for r in gmr)
-    assert [r["stage_index"] for r in gmr] == list(range(len(gmr)))  # execution order
+    errors = stage_values(gmr, "equivariance_error")
+    assert errors and max(errors.values()) < 1e-5
+    assert any(stage.endswith(":GMRConv2d") for stage in errors)
+    indices = [r["stage_index"] for r in gmr if r["metric"] == "equivariance_error"]
+    assert indices == list(range(len(indices)))  # execution order
+
+
+def test_pointwise_stages_come_out_at_their_floor_and_convolutions_stand_out():
+    """At 45 deg every ReLU of cnn and gmr 'added' ~1e-2..1e-1 (interpolating its kinks); against its own floor
+    (pointwise: itself) its excess is exactly 0, while cnn's convolutions keep an excess >> their floor and
+    GMR's stay an order of magnitude below cnn's."""
+    from bench.models import create_model
+    from bench.protocols.equivariance import attribution_rows
+    from bench.rotation import bandlimited_images
+
+    x = bandlimited_images(4, 1, 29, seed=0)
+    rows = {}
+    for name in ("cnn", "gmr"):
+        torch.manual_seed(0)
+        rows[name] = attribution_rows(create_model(name, 1, 10, width=0.25).eval(), x, 45.0, "bspline")
+        error, floor = stage_values(rows[name], "equivariance_error"), stage_values(rows[name], "interpolation_floor")
+        excess = stage_values(rows[name], "excess_error")
+        kinds = {r["stage"]: r["floor_kind"] for r in rows[name] if r["metric"] == "interpolation_floor"}
+        assert set(error) == set(floor) == set(excess) == set(kinds)
+        for stage in error:
+            if stage.endswith((":ReLU", ":BatchNorm2d")):
+                assert kinds[stage] == "pointwise" and excess[stage] == 0.0 and floor[stage] == error[stage]
+            else:
+                assert kinds[stage] == "blur"
+                assert excess[stage] == pytest.approx(max(error[stage] - floor[stage], 0.0), abs=1e-12)
+        assert max(error[s] for s in error if s.endswith(":ReLU")) > 5e-3  # what the old attribution blamed
+    cnn_conv = [v for s, v in stage_values(rows["cnn"], "excess_error").items() if s.endswith(":Conv2d")]
+    gmr_conv = [v for s, v in stage_values(rows["gmr"], "excess_error").items() if s.endswith(":GMRConv2d")]
+    cnn_floor = [v for s, v in stage_values(rows["cnn"], "interpolation_floor").items() if s.endswith(":Conv2d")]
+    assert min(cnn_conv) > 0.3 and min(cnn_conv) > 20 * max(cnn_floor)  # floors 3e-4 (29 px) .. 1.7e-2 (7 px)
+    assert max(gmr_conv) < 0.1 * min(cnn_conv)
+
+
+def test_stage_table_lists_stages_in_execution_order_with_error_floor_and_excess(tmp_path):
+    from bench.protocols import get_protocol
+
+    rows = measure("cnn", tmp_path, angles=[0.0, 45.0], per_layer=True, reflections=False, num_images=2,
+                   model_kwargs={"width": 0.25})
+    frame = pd.DataFrame([{**r, "model": "cnn", "protocol": "equivariance", "dataset": None, "seed": 0,
+                           "status": "ok"} for r in rows])
+    table = get_protocol("equivariance").summarize(frame)["equivariance_stages"]
+    assert table["stage_index"].tolist() == list(range(20))  # 10 after 9, not after 1
+    assert table["stage"].iloc[10] == "10:Conv2d"
+    got = table.set_index("stage")
+    for metric, col in (("equivariance_error", "error"), ("interpolation_floor", "floor"), ("excess_error", "excess")):
+        for stage, value in stage_values(rows, metric).items():
+            assert got.loc[stage, col] == pytest.approx(value, rel=1e-12)
+    assert set(got["floor_kind"]) == {"pointwise", "blur"}
+
+
+def test_regular_fields_and_their_group_pooled_maps_get_the_scalar_floor_of_their_size(tmp_path):
+    """A ':gpool' row compares pooled maps on both sides: a scalar map of the field's size in the same region,
+    so its floor is that map's blur floor, computed for it (it used to copy the raw field's round trip)."""
+    rows = measure("layer_c8", tmp_path, angles=[30.0, 45.0], floor=True, reflections=False)
+    floors = {(r["feature"], r["angle_deg"], r["floor_kind"]): r["value"] for r in rows
+              if r["metric"] == "interpolation_floor"}
+    assert {(f, k) for f, _, k in floors} == {("out", "blur"), ("out:gpool", "blur"), ("input", "blur"),
+                                              ("input", "roundtrip")}
+    for a in (30.0, 45.0):
+        assert floors[("out:gpool", a, "blur")] == floors[("out", a, "blur")] > 0
+
+
+@pytest.mark.parametrize("name", ["e2cnn_so2"])
+def test_e2cnn_models_measure_in_float64(tmp_path, name):
+    """e2cnn expands its filters with the default dtype, so `.to(float64).eval()` raised; the protocol builds
+    and runs every model under the job's default dtype."""
+    pytest.importorskip("e2cnn")
+    ctx = RunContext(out_dir=tmp_path, dtype=torch.float64)
+    rows = run_job(make_job("equivariance", name, None, 0, angles=[0.0, 90.0], num_images=1, lie_derivative=False,
+                            floor=False, per_layer=False, reflections=False, weights=["init"],
+                            model_kwargs={"width": 0.25}), ctx)
+    logits = {r["angle_deg"]: r["value"] for r in rows if r["metric"] == "invariance_error" and r["feature"] == "logits"}
+    assert logits[0.0] < 1e-12 and logits[90.0] < 1e-10  # float64 round-off, not float32's 1e-7
 
 
 def test_trained_weights_without_their_checkpoint_fail_loudly(tmp_path):
@@ -138,3 +215,37 @@ def test_trained_weights_without_their_checkpoint_fail_loudly(tmp_path):
                    num_images=1, lie_derivative=False, floor=False, per_layer=False, reflections=False)
     with pytest.raises(FileNotFoundError, match="feedfacefeedface"):
         run_job(job, RunContext(out_dir=tmp_path))
+
+
+def test_trained_networks_are_measured_on_the_images_they_were_trained_on(tmp_path, monkeypatch):
+    """The accuracy checkpoint records its dataset keywords (e.g. CIFAR-10 kept at 32x32); the equivariance job
+    measuring it uses them unless told otherwise, so a 32x32-trained network is not measured at 33x33."""
+    from test_datasets import write_mnist
+
+    import bench.protocols.equivariance as eq
+    from bench.models import create_model
+    from bench.training import save_checkpoint
+
+    write_mnist(tmp_path, compress=False)
+    ctx = RunContext(out_dir=tmp_path / "run", data_dir=tmp_path)
+    producer = "0123456789abcdef"
+    torch.manual_seed(0)
+    save_checkpoint(ctx.checkpoint_path("cnn", "mnist", 0, "upright", producer),
+                    create_model("cnn", 1, 10, width=0.25), model="cnn", model_kwargs={"width": 0.25},
+                    in_channels=1, num_classes=10, dataset_kwargs={"pad_to_odd": False})
+    seen = []
+    real = eq.make_inputs
+
+    def make_inputs(job, ctx, s, channels, size, dataset_kwargs=None):
+        seen.append((size, dataset_kwargs))
+        return real(job, ctx, s, channels, size, dataset_kwargs)
+
+    monkeypatch.setattr(eq, "make_inputs", make_inputs)
+    settings = {"angles": [0.0, 90.0], "num_images": 2, "lie_derivative": False, "floor": False, "per_layer": False,
+                "reflections": False, "inputs": "dataset"}
+    rows = run_job(make_job("equivariance", "cnn", "mnist", 0, depends_on=(producer,), **settings), ctx)
+    assert seen == [(28, {"pad_to_odd": False})]  # the dataset's native size, as trained
+    assert {r["weights"] for r in rows} == {"init", "trained"}
+    job = make_job("equivariance", "cnn", "mnist", 0, weights=["init"], **settings)
+    assert eq.geometry(job, eq.EquivarianceProtocol().settings_of(job), ctx) == (1, 10, 29)
+    assert eq.geometry(job, eq.EquivarianceProtocol().settings_of(job), ctx, {"pad_to_odd": False}) == (1, 10, 28)

@@ -4,6 +4,11 @@ Every image is brought to an odd size *before* normalisation (zero padding = bla
 centre is a pixel centre: MNIST 28 -> 29, CIFAR-10 32 -> 33 (one zero row/column at the bottom/right), PCam
 96 -> 95 (last row/column cropped), `folder` resized to an odd `image_size` (default 65).
 
+``pad_to_odd=False`` (MNIST, CIFAR-10) keeps the native even size instead, and the dataset's ``info`` says so
+(``image_size`` 28 / 32). The GMR-Conv paper trains at 32x32: `gmr_resnet18`'s four 2x2 average pools are
+exactly rot90/flip invariant only when the side divides by 16, so at 33 its 90-degree logit error is 4.3e-3
+instead of 3.7e-7 (the odd padding also shifts the image off the centre its pooling grid turns about).
+
 `data_dir` holds torchvision's usual layout (``MNIST/raw/``, ``cifar-10-batches-py/``, ``pcam/``). With
 ``download=True`` torchvision fetches into a temp folder inside data_dir and the files are moved into place
 only once complete. Missing data raises `DataNotFoundError` (a `UsageError`) naming the files and folder.
@@ -11,6 +16,7 @@ only once complete. Missing data raises `DataNotFoundError` (a `UsageError`) nam
 
 from __future__ import annotations
 
+import dataclasses
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -36,9 +42,21 @@ def _info(name: str) -> Any:
     return DATASETS.entry(name).meta["info"]
 
 
-def _no_options(name: str, kw: dict[str, Any]) -> None:
+def _no_options(name: str, kw: dict[str, Any], valid: tuple[str, ...] = ()) -> None:
     if kw:
-        raise UsageError(f"dataset {name!r} takes no options, got {', '.join(sorted(kw))}")
+        takes = f"valid: {', '.join(valid)}" if valid else "it takes none"
+        raise UsageError(f"dataset {name!r} got unknown option(s) {', '.join(sorted(kw))}; {takes}")
+
+
+def _sized(name: str, pad_to_odd: bool, native: int) -> tuple[Any, list[Any]]:
+    """(info, size transforms) of a dataset whose native side `native` is even: padded to odd by default."""
+    if not isinstance(pad_to_odd, bool):
+        raise UsageError(f"dataset {name!r}: pad_to_odd must be true or false, got {pad_to_odd!r}")
+    info = _info(name)
+    if pad_to_odd:
+        return info, [PadToOdd(1)]
+    return dataclasses.replace(info, image_size=native,
+                               description=f"{info.description.split(',')[0]}, {native}x{native} (not padded)"), []
 
 
 def _attach(ds: Any, info: Any, split: str) -> Any:
@@ -52,9 +70,9 @@ MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-image
 
 
 @register_dataset("mnist")
-def mnist(split: str, data_dir: Path, download: bool = False, **kw: Any) -> Any:
-    _no_options("mnist", kw)
-    info = _info("mnist")
+def mnist(split: str, data_dir: Path, download: bool = False, pad_to_odd: bool = True, **kw: Any) -> Any:
+    _no_options("mnist", kw, ("pad_to_odd",))
+    info, sizing = _sized("mnist", pad_to_odd, 28)
     check_split("mnist", split, info.splits)
     raw = data_dir / "MNIST" / "raw"
     wanted = [raw / f for f in MNIST_FILES]
@@ -66,7 +84,7 @@ def mnist(split: str, data_dir: Path, download: bool = False, **kw: Any) -> Any:
         download_atomically(
             data_dir, lambda tmp: tvd.MNIST(str(tmp), train=True, download=True),
             keep=[f"MNIST/raw/{f}" for f in MNIST_FILES], what=what)
-    transform = T.Compose([T.ToTensor(), PadToOdd(1), T.Normalize(info.mean, info.std)])
+    transform = T.Compose([T.ToTensor(), *sizing, T.Normalize(info.mean, info.std)])
     try:
         ds = tvd.MNIST(str(data_dir), train=(split == "train"), transform=transform, download=False)
     except RuntimeError as exc:
@@ -97,9 +115,9 @@ def _extract_cifar_archive(data_dir: Path) -> None:
 
 
 @register_dataset("cifar10")
-def cifar10(split: str, data_dir: Path, download: bool = False, **kw: Any) -> Any:
-    _no_options("cifar10", kw)
-    info = _info("cifar10")
+def cifar10(split: str, data_dir: Path, download: bool = False, pad_to_odd: bool = True, **kw: Any) -> Any:
+    _no_options("cifar10", kw, ("pad_to_odd",))
+    info, sizing = _sized("cifar10", pad_to_odd, 32)
     check_split("cifar10", split, info.splits)
     folder = data_dir / CIFAR_FOLDER
     wanted = [folder / f for f in CIFAR_FILES]
@@ -112,7 +130,7 @@ def cifar10(split: str, data_dir: Path, download: bool = False, **kw: Any) -> An
             raise DataNotFoundError(what)
         download_atomically(data_dir, lambda tmp: tvd.CIFAR10(str(tmp), train=True, download=True),
                             keep=[f"{CIFAR_FOLDER}/{f}" for f in CIFAR_FILES], what=what)
-    transform = T.Compose([T.ToTensor(), PadToOdd(1), T.Normalize(info.mean, info.std)])
+    transform = T.Compose([T.ToTensor(), *sizing, T.Normalize(info.mean, info.std)])
     try:
         ds = tvd.CIFAR10(str(data_dir), train=(split == "train"), transform=transform, download=False)
     except RuntimeError as exc:  # torchvision checks every batch's md5

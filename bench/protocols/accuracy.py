@@ -6,11 +6,17 @@ For each condition in ``conditions`` one model is trained from scratch with a fi
 - ``rotation``: every training image rotated by a random angle in [0, 360) (`bench.rotation`), to show what
   augmentation buys compared with built-in equivariance.
 
+Both conditions apply the image augmentations ``augment`` first (`bench.augment`: a recipe such as
+``gmr_cifar``, the official CIFAR-10 one, or a list of ops; default none), so ``rotation`` trains with
+``[*augment, "rotation"]``.
+
 It is then evaluated on the test split rotated by every angle in ``angles`` (default 0, 10, ..., 360) and
 flipped left-right (``reflect='h'``) and up-down (``reflect='v'``, the group element (180, reflect)).
-Rotation happens after normalisation with `bench.rotation` (method ``rotation``, default bilinear as in the
-paper; corners filled with 0); ``mask`` multiplies every input (train and test, upright included) by the
-rotation-safe disk.
+Rotations use `bench.rotation` (method ``rotation``, default `bench.rotation.DEFAULT_METHOD`, the same for
+every protocol); the corners they bring in get ``fill``: ``"dataset"`` (default) = the dataset's normalised
+background (`DatasetInfo.fill`, what rotating before normalising gives), or a number / one per channel (0 =
+the official GMR-Conv evaluation). ``mask`` sets every input's pixels outside the rotation-safe disk (train and
+test, upright included) to that background.
 
 Rows (all ``metric='accuracy'``, ``unit='fraction'`` unless noted; every row has ``condition``, ``rotation``,
 ``mask``):
@@ -46,8 +52,9 @@ from bench.errors import UsageError
 from bench.jobs import Job, RunContext
 from bench.protocols import register_protocol
 from bench.protocols.base import Protocol, TableSpec
-from bench.rotation import parse_angles
+from bench.rotation import DEFAULT_METHOD, parse_angles
 from bench.schema import AccuracyRow, model_level
+from bench.training import SCHEDULE_UNITS
 
 if TYPE_CHECKING:
     from bench.profiles import Profile
@@ -56,6 +63,36 @@ CONDITIONS = ("upright", "rotation")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "none")
 SUMMARIES = ("upright", "mean", "worst", "flip_h", "flip_v")
+DATASET_FILL = "dataset"
+
+
+def augmentation(v: Any) -> Any:
+    """None, a recipe name or a list of op names (`bench.augment.resolve`); the batched ``rotation`` op is what
+    the ``rotation`` condition adds, so it cannot be part of ``augment``."""
+    from bench import augment as aug
+
+    try:
+        ops = aug.resolve(v)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
+    if aug.ROTATION in ops:
+        raise ValueError("rotation augmentation is the 'rotation' condition (conditions = ['rotation'])")
+    return None if not ops else list(v) if isinstance(v, (list, tuple)) else v
+
+
+def _text(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError
+    return v
+
+
+def fill_value(v: Any) -> Any:
+    """'dataset', one number or one number per channel."""
+    if v == DATASET_FILL:
+        return v
+    if isinstance(v, (list, tuple)):
+        return st.list_of(st.number(), nonempty=True)(list(v))
+    return st.number()(v)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +104,18 @@ class AccuracySettings:
     optimizer: str = st.setting("adam", st.one_of(*OPTIMIZERS), f"one of {', '.join(OPTIMIZERS)}")
     lr: float = st.setting(3e-3, st.number(0, strict_min=True), "a number > 0")
     momentum: float = st.setting(0.9, st.number(0, 1, strict_max=True), "a number in [0, 1) (sgd only)")
+    nesterov: bool = st.setting(True, st.boolean, "true or false",
+                                "sgd with momentum: Nesterov momentum (the official GMR-Conv recipe: false)")
     weight_decay: float = st.setting(0.0, st.number(0), "a number >= 0")
+    no_decay: list = st.setting([], st.list_of(_text, unique=True),
+                                "a list of parameter-name substrings",
+                                "parameters whose name contains one get no weight decay (official: ['sigmas'])")
     schedule: str = st.setting("cosine", st.one_of(*SCHEDULES), f"one of {', '.join(SCHEDULES)}")
+    schedule_unit: str = st.setting("step", st.one_of(*SCHEDULE_UNITS), f"one of {', '.join(SCHEDULE_UNITS)}",
+                                    "advance the cosine schedule every step or every epoch (official: epoch)")
+    eta_min: float = st.setting(0.0, st.number(0), "a number >= 0", "final learning rate of the cosine schedule")
+    augment: Any = st.setting(None, augmentation, "null, a recipe (gmr_cifar) or a list of augmentation ops "
+                              "(bench.augment)", "image augmentations of every condition, before normalisation")
     conditions: list = st.setting(["upright"], st.subset_of(*CONDITIONS, nonempty=True),
                                   f"a non-empty list drawn from {', '.join(CONDITIONS)}")
     train_limit: int | None = st.setting(None, st.optional(st.integer(1), ()), "null or an integer >= 1",
@@ -76,14 +123,32 @@ class AccuracySettings:
     angles: Any = st.setting("0:360:10", st.angles, "'start:stop:step' (stop included), a number or a list")
     flips: bool = st.setting(True, st.boolean, "true or false")
     mask: bool = st.setting(False, st.boolean, "true or false")
-    rotation: str = st.setting("bilinear", st.rotation_method, "a rotation method")
+    rotation: str = st.setting(DEFAULT_METHOD, st.rotation_method, "a rotation method")
+    fill: Any = st.setting(DATASET_FILL, fill_value, "'dataset', a number or a list of numbers (one per channel)",
+                           "what rotated-in corners get: dataset = its normalised background; 0 = the official "
+                           "GMR-Conv evaluation")
     eval_batch_size: int = st.setting(256, st.integer(1), "an integer >= 1")
     test_limit: int | None = st.setting(None, st.optional(st.integer(1), ()), "null or an integer >= 1",
                                         "evaluate on a fixed subset of this many test images")
     num_workers: int = st.setting(0, st.integer(0), "an integer >= 0")
     save_checkpoint: bool = st.setting(True, st.boolean, "true or false")
     model_kwargs: dict = st.setting({}, st.table, "a table of keyword arguments for create_model")
-    dataset_kwargs: dict = st.setting({}, st.table, "a table of keyword arguments for create_dataset")
+    per_model_kwargs: dict = st.setting({}, st.table_of_tables, "a table {model name: {keyword: value}}",
+                                        "keyword arguments of one model, on top of model_kwargs")
+    dataset_kwargs: dict = st.setting({}, st.table, "a table of keyword arguments for create_dataset",
+                                      "e.g. {pad_to_odd = false}: CIFAR-10 at 32x32")
+
+    def model_kwargs_for(self, model: str) -> dict[str, Any]:
+        return {**self.model_kwargs, **self.per_model_kwargs.get(model, {})}
+
+    def fill_for(self) -> Any:
+        """The `fill` argument of `bench.training`: None = the dataset's background."""
+        return None if self.fill == DATASET_FILL else self.fill
+
+    def augment_for(self, condition: str) -> list[str]:
+        from bench import augment as aug
+
+        return [*aug.resolve(self.augment), *([aug.ROTATION] if condition == "rotation" else [])]
 
 
 def summary_rows(result: dict[str, Any], angles: Sequence[float]) -> list[dict[str, Any]]:
@@ -179,27 +244,30 @@ class AccuracyProtocol(Protocol):
         test_set = fixed_subset(test_set, s.test_limit)
 
         rows: list[dict[str, Any]] = []
+        model_kwargs = s.model_kwargs_for(job.model)
         for condition in s.conditions:
             tag = f"{job.model}/{job.dataset}/{condition}/seed{job.seed}"
             extra: dict[str, Any] = {"condition": condition, "rotation": s.rotation, "mask": s.mask}
             with deterministic(job.seed, ctx.device):
-                model = create_model(job.model, in_channels, num_classes, **s.model_kwargs)
+                model = create_model(job.model, in_channels, num_classes, **model_kwargs)
                 trained = train_model(
                     model, train_set, seed=job.seed, epochs=s.epochs, batch_size=s.batch_size,
                     optimizer=s.optimizer, lr=s.lr, weight_decay=s.weight_decay, momentum=s.momentum,
-                    schedule=s.schedule, augment="rotation" if condition == "rotation" else None,
-                    rotation=s.rotation, mask=s.mask, device=ctx.device, dtype=ctx.dtype,
-                    num_workers=s.num_workers, progress=ctx.progress, desc=f"train {tag}")
+                    nesterov=s.nesterov, no_decay=s.no_decay, schedule=s.schedule, schedule_unit=s.schedule_unit,
+                    eta_min=s.eta_min, augment=s.augment_for(condition), rotation=s.rotation, mask=s.mask,
+                    fill=s.fill_for(), device=ctx.device, dtype=ctx.dtype, num_workers=s.num_workers,
+                    progress=ctx.progress, desc=f"train {tag}")
                 if s.save_checkpoint:
                     path = save_checkpoint(
                         ctx.checkpoint_path(job.model, job.dataset, job.seed, condition, job.job_id), model,
-                        model=job.model, model_kwargs=dict(s.model_kwargs), in_channels=in_channels,
-                        num_classes=num_classes, dataset=job.dataset, seed=job.seed, condition=condition,
-                        dtype=str(ctx.dtype).replace("torch.", ""), settings=dict(job.settings), job_id=job.job_id)
+                        model=job.model, model_kwargs=model_kwargs, in_channels=in_channels,
+                        num_classes=num_classes, dataset=job.dataset, dataset_kwargs=dict(s.dataset_kwargs),
+                        seed=job.seed, condition=condition, dtype=str(ctx.dtype).replace("torch.", ""),
+                        settings=dict(job.settings), job_id=job.job_id)
                     extra["checkpoint"] = path.name
                 result = evaluate_rotations(
                     model, test_set, eval_angles, flips=s.flips, rotation=s.rotation, mask=s.mask,
-                    batch_size=s.eval_batch_size, device=ctx.device, dtype=ctx.dtype,
+                    fill=s.fill_for(), batch_size=s.eval_batch_size, device=ctx.device, dtype=ctx.dtype,
                     num_workers=s.num_workers, progress=ctx.progress, desc=f"eval {tag}")
             for a in angles:
                 rows.append({"metric": "accuracy", "value": result["angles"][a], "unit": "fraction",
