@@ -125,6 +125,7 @@ HEADLINE_COLUMNS = [
     ("acc_upright_pct", "upright", mean_std("acc_upright_std"), "accuracy (%)"),
     ("acc_mean_pct", "rot. mean", mean_std("acc_mean_std"), "accuracy (%)"),
     ("acc_worst_pct", "rot. worst", mean_std("acc_worst_std"), "accuracy (%)"),
+    ("de_examples", "examples / class", number, "data efficiency"),
     ("eq_mean", "mean", number, "equivariance error"),
     ("eq_worst", "max", number, "equivariance error"),
     ("eq_45", "@45°", number, "equivariance error"),
@@ -166,6 +167,10 @@ def headline_section(t: Mapping[str, pd.DataFrame]) -> Section | None:
         if rows["acc_dataset"].notna().any():
             bits.append(f"Accuracy on {', '.join(sorted(rows['acc_dataset'].dropna().unique()))}, trained "
                         "upright, mean ± std across seeds.")
+        if rows["de_examples"].notna().any():
+            bits.append(f"Data efficiency: training examples per class to reach {fmt.sig(rows['de_target_pct'].max())} % "
+                        f"on {', '.join(sorted(rows['de_dataset'].dropna().unique()))} (the smallest size measured when "
+                        "that already reaches it; see Data efficiency).")
         if rows["eq_feature"].notna().any():
             feats = ", ".join(sorted(rows["eq_feature"].dropna().unique()))
             weights = ", ".join(sorted(rows["eq_weights"].dropna().unique()))
