@@ -246,8 +246,9 @@ def accuracy_section(t: Mapping[str, pd.DataFrame], styles: Styles) -> Section |
         "accuracy_ceiling", id="accuracy-ceiling", title="What an exactly invariant classifier reaches",
         caption="Orbit nearest neighbour on the same test images: each test image turned by every multiple of 10° "
                 "(SO2; also mirrored: O2) takes the label of the nearest training image, an exactly invariant "
-                "rule; beside it the same rule on the upright image. An invariant model that scores below this "
-                "is limited by its capacity or its training, not by its invariance."))
+                "rule; beside it the same rule on the upright image. A model with that invariance (SO2: C_N, "
+                "SO(2); O2: GMR, D_N, O(2)) that scores below it is limited by its capacity or its training, "
+                "not by its invariance."))
     return sec
 
 
@@ -264,11 +265,11 @@ def data_efficiency_section(t: Mapping[str, pd.DataFrame], styles: Styles) -> Se
         return None
     needed = t.get("data_efficiency_needed")
     targets = sorted(needed["target_pct"].unique()) if needed is not None and not needed.empty else []
+    free = " (rotshapes draws every image at a random angle)" if "rotshapes" in set(curve["dataset"]) else ""
     sec = Section("data-efficiency", "Data efficiency",
                   intro="Test accuracy against the number of training examples: what built-in invariance should "
-                        "buy when orientation carries no information (rotshapes draws every image at a random "
-                        "angle). Each size is a nested, class-balanced subset of the training split, trained for "
-                        "the same number of optimizer steps.")
+                        f"buy when orientation carries no information{free}. Each size is a nested, class-balanced "
+                        "subset of the training split, trained for the same number of optimizer steps.")
     sec.blocks += _plot(de_plots.accuracy_vs_size(curve, styles, targets))
     reference = needed["model"].map(reference_model).iloc[0] if needed is not None and not needed.empty else "cnn"
     sec.blocks += _table(build_table(
