@@ -4,6 +4,7 @@
 - `stratified_indices` / `stratified_subset`: a seeded subset with the same number of examples of every
   class. For a fixed seed the subsets are *nested* (the 10-per-class set contains the 5-per-class set), so a
   curve over sizes measures more data, not different data.
+- `feasible_sizes`: the requested sizes a dataset can supply (larger ones become its largest balanced size).
 - `epochs_for`: epochs that give a small training set at least a minimum number of optimizer steps (8
   epochs of 5 examples per class are 8 steps: an untrained model, not a data-limited one).
 - `examples_to_reach`: the number of examples per class at which an accuracy-vs-size curve first reaches a
@@ -75,6 +76,19 @@ def stratified_indices(labels: torch.Tensor | Sequence[int], per_class: int, see
     return torch.cat(picked).sort().values
 
 
+def feasible_sizes(sizes: Sequence[int], labels: torch.Tensor | Sequence[int]) -> list[int]:
+    """`sizes` (per class) that every class of `labels` can supply, sorted; sizes above the smallest class
+    are replaced by that class's count, the largest balanced subset (so a 5 ... 500 sweep on a dataset with
+    ~130 examples per class ends at ~130 instead of failing)."""
+    labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+    if len(labels) == 0:
+        raise UsageError("cannot draw a stratified subset of an empty dataset")
+    largest = int(torch.unique(labels, return_counts=True)[1].min())
+    if not sizes or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in sizes):
+        raise UsageError(f"sizes must be a non-empty list of integers >= 1, got {list(sizes)!r}")
+    return sorted({min(int(k), largest) for k in sizes})
+
+
 def stratified_subset(dataset: Dataset, per_class: int, seed: int = 0) -> Subset:
     """`stratified_indices` applied to a dataset; the subset keeps the dataset's `info`."""
     sub = Subset(dataset, stratified_indices(dataset_labels(dataset), per_class, seed).tolist())
@@ -127,5 +141,5 @@ def examples_needed(sizes: Sequence[float], accuracies: Sequence[float],
     return {float(t): examples_to_reach(sizes, accuracies, t) for t in targets}
 
 
-__all__ = ["log_sizes", "dataset_labels", "stratified_indices", "stratified_subset", "epochs_for",
+__all__ = ["log_sizes", "dataset_labels", "stratified_indices", "feasible_sizes", "stratified_subset", "epochs_for",
            "examples_to_reach", "examples_needed"]

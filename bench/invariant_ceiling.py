@@ -20,7 +20,10 @@ images of 2 and 5 meet): scikit-learn's 6s and 9s differ in more than a half tur
 from __future__ import annotations
 
 import functools
+import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -95,18 +98,27 @@ def confusions(true: torch.Tensor, pred: torch.Tensor) -> tuple[tuple[int, int, 
     return tuple(sorted(rows, key=lambda r: (-r[2], r[0], r[1])))
 
 
-@functools.lru_cache(maxsize=8)
 def invariant_ceiling(dataset: str = "rotdigits", *, reflections: bool = False, step_deg: float = 10.0,
-                      rotation: str = "bicubic", test_limit: int | None = None) -> Ceiling:
+                      rotation: str = "bicubic", test_limit: int | None = None, data_dir: str | Path | None = None,
+                      dataset_kwargs: Mapping[str, Any] | None = None) -> Ceiling:
     """Orbit nearest neighbour on `dataset` (train split as memory, test split scored; cached per process).
 
     ``test_limit`` scores the same fixed test subset as the accuracy protocol's ``test_limit``. Use
     ``reflections=True`` for models invariant to reflections too (D_N, O(2), GMR-Conv's isotropic kernels)."""
+    return _invariant_ceiling(dataset, reflections, float(step_deg), rotation, test_limit,
+                              None if data_dir is None else str(data_dir),
+                              json.dumps(dict(dataset_kwargs or {}), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _invariant_ceiling(dataset: str, reflections: bool, step_deg: float, rotation: str, test_limit: int | None,
+                       data_dir: str | None, dataset_kwargs: str) -> Ceiling:
     from bench.datasets import create_dataset
     from bench.training import fixed_subset
 
-    train_x, train_y = stack(create_dataset(dataset, "train"))
-    test_x, test_y = stack(fixed_subset(create_dataset(dataset, "test"), test_limit))
+    kwargs = json.loads(dataset_kwargs)
+    train_x, train_y = stack(create_dataset(dataset, "train", data_dir=data_dir, **kwargs))
+    test_x, test_y = stack(fixed_subset(create_dataset(dataset, "test", data_dir=data_dir, **kwargs), test_limit))
     pred = orbit_nearest_neighbour(train_x, train_y, test_x, step_deg=step_deg, reflections=reflections,
                                    rotation=rotation)
     plain = nearest_neighbour(train_x, train_y, test_x)
@@ -114,3 +126,18 @@ def invariant_ceiling(dataset: str = "rotdigits", *, reflections: bool = False, 
                    accuracy=float((pred == test_y).double().mean()),
                    plain_accuracy=float((plain == test_y).double().mean()), n_test=len(test_y),
                    step_deg=float(step_deg), confusions=confusions(test_y, pred))
+
+
+def ceiling_rows(dataset: str, test_limit: int | None = None, data_dir: str | Path | None = None,
+                 dataset_kwargs: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The accuracy protocol's ``ceiling`` rows for `dataset`: ``invariant_ceiling`` with ``group`` SO2 and O2
+    (orbit nearest neighbour, rotations / rotations and reflections) and ``nearest_neighbour`` (the same rule
+    on the upright image, not invariant), all as fractions of the same fixed test subset the models are
+    scored on."""
+    rows = []
+    for reflections in (False, True):
+        c = invariant_ceiling(dataset, reflections=reflections, test_limit=test_limit, data_dir=data_dir,
+                              dataset_kwargs=dataset_kwargs)
+        rows.append({"metric": "invariant_ceiling", "value": c.accuracy, "unit": "fraction", "group": c.group})
+    rows.append({"metric": "nearest_neighbour", "value": c.plain_accuracy, "unit": "fraction"})
+    return rows

@@ -69,6 +69,16 @@ class AccuracyRow(Row, total=False):
     mask: bool
     summary: str       # upright | mean | worst | flip_h | flip_v
     checkpoint: str
+    group: str         # invariant_ceiling rows: SO2 | O2
+
+
+class DataEfficiencyRow(Row, total=False):
+    per_class: int       # training examples per class (nested, class-balanced subset)
+    train_examples: int  # per_class x classes
+    summary: str         # upright | mean | worst (accuracy over the evaluated angles)
+    rotation: str
+    mask: bool
+    target_pct: float    # examples_needed rows: the target accuracy (%)
 
 
 class EfficiencyRow(Row, total=False):

@@ -28,6 +28,8 @@ HEADLINE = TableSpec(
      "acc_upright_pct": "upright test accuracy (%), upright-trained", "acc_upright_std": "std across seeds",
      "acc_mean_pct": "mean accuracy over rotation angles (%)", "acc_mean_std": "std across seeds",
      "acc_worst_pct": "worst accuracy over rotation angles (%)", "acc_worst_std": "std across seeds",
+     "de_dataset": "dataset of the data-efficiency column", "de_target_pct": "its target accuracy (%)",
+     "de_examples": "training examples per class to reach it (empty: not reached)",
      "eq_weights": "weights of the equivariance columns (trained when measured, else init)",
      "eq_feature": "output feature measured (logits: invariance error; layers: out, out:gpool)",
      "eq_mean": "mean equivariance error over non-grid angles", "eq_worst": "max over non-grid angles",

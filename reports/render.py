@@ -19,10 +19,11 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from bench.schema import ENV_FILE, PROFILE_FILE, REPORT_FILE
+from bench.schema import ENV_FILE, PROFILE_FILE, REPORT_FILE, reference_model
 from bench.tables import read_tables, table_specs
 from reports import format as fmt
 from reports.plots import accuracy as acc_plots
+from reports.plots import data_efficiency as de_plots
 from reports.plots import efficiency as eff_plots
 from reports.plots import equivariance as eq_plots
 from reports.plots.common import Plot, Styles
@@ -124,6 +125,7 @@ HEADLINE_COLUMNS = [
     ("acc_upright_pct", "upright", mean_std("acc_upright_std"), "accuracy (%)"),
     ("acc_mean_pct", "rot. mean", mean_std("acc_mean_std"), "accuracy (%)"),
     ("acc_worst_pct", "rot. worst", mean_std("acc_worst_std"), "accuracy (%)"),
+    ("de_examples", "examples / class", number, "data efficiency"),
     ("eq_mean", "mean", number, "equivariance error"),
     ("eq_worst", "max", number, "equivariance error"),
     ("eq_45", "@45°", number, "equivariance error"),
@@ -165,6 +167,10 @@ def headline_section(t: Mapping[str, pd.DataFrame]) -> Section | None:
         if rows["acc_dataset"].notna().any():
             bits.append(f"Accuracy on {', '.join(sorted(rows['acc_dataset'].dropna().unique()))}, trained "
                         "upright, mean ± std across seeds.")
+        if rows["de_examples"].notna().any():
+            bits.append(f"Data efficiency: training examples per class to reach {fmt.sig(rows['de_target_pct'].max())} % "
+                        f"on {', '.join(sorted(rows['de_dataset'].dropna().unique()))} (the smallest size measured when "
+                        "that already reaches it; see Data efficiency).")
         if rows["eq_feature"].notna().any():
             feats = ", ".join(sorted(rows["eq_feature"].dropna().unique()))
             weights = ", ".join(sorted(rows["eq_weights"].dropna().unique()))
@@ -251,6 +257,58 @@ def accuracy_section(t: Mapping[str, pd.DataFrame], styles: Styles) -> Section |
                                      title="Accuracy summary",
                                      caption="upright: the test set as is; mean / worst: over rotation angles; flip "
                                              "h / v: mirrored test set. Mean ± std across seeds."))
+    ceiling = t.get("accuracy_ceiling")
+    sec.blocks += _table(build_table(
+        ceiling, [("dataset", "dataset", text, ""), ("group", "invariant to", text, ""),
+                  ("ceiling_pct", "invariant classifier (%)", number, ""),
+                  ("nearest_neighbour_pct", "not invariant (%)", number, "")],
+        "accuracy_ceiling", id="accuracy-ceiling", title="What an exactly invariant classifier reaches",
+        caption="Orbit nearest neighbour on the same test images: each test image turned by every multiple of 10° "
+                "(SO2; also mirrored: O2) takes the label of the nearest training image, an exactly invariant "
+                "rule; beside it the same rule on the upright image. A model with that invariance (SO2: C_N, "
+                "SO(2); O2: GMR, D_N, O(2)) that scores below it is limited by its capacity or its training, "
+                "not by its invariance."))
+    return sec
+
+
+def _needed(row: Mapping[str, Any], col: str) -> Cell:
+    """Examples needed, with what the number means when the curve did not cross the target in between."""
+    cell = number(row, col)
+    cell.sub = {"at_smallest": "or fewer", "not_reached": "not reached"}.get(str(row.get("reached")), "")
+    return cell
+
+
+def data_efficiency_section(t: Mapping[str, pd.DataFrame], styles: Styles) -> Section | None:
+    curve = t.get("data_efficiency_curve")
+    if curve is None or curve.empty:
+        return None
+    needed = t.get("data_efficiency_needed")
+    targets = sorted(needed["target_pct"].unique()) if needed is not None and not needed.empty else []
+    free = " (rotshapes draws every image at a random angle)" if "rotshapes" in set(curve["dataset"]) else ""
+    sec = Section("data-efficiency", "Data efficiency",
+                  intro="Test accuracy against the number of training examples: what built-in invariance should "
+                        f"buy when orientation carries no information{free}. Each size is a nested, class-balanced "
+                        "subset of the training split, trained for the same number of optimizer steps.")
+    sec.blocks += _plot(de_plots.accuracy_vs_size(curve, styles, targets))
+    reference = needed["model"].map(reference_model).iloc[0] if needed is not None and not needed.empty else "cnn"
+    sec.blocks += _table(build_table(
+        needed, [("dataset", "dataset", text, ""), ("model", "model", text, ""),
+                 ("target_pct", "target (%)", number, ""), ("examples_per_class", "examples / class", _needed, ""),
+                 ("train_examples", "examples", number, ""), ("vs_reference", f"× {reference}", number, ""),
+                 ("seeds_reached", "seeds reaching it", count, ""), ("n_seeds", "seeds", count, "")],
+        "data_efficiency_needed", id="data-efficiency-needed", title="Examples needed to reach an accuracy",
+        caption="Training examples per class at which the mean curve across seeds first reaches the target (linear "
+                f"in log size between measured sizes); × {reference}: the ratio to the plain baseline's, below 1 "
+                "means fewer examples. 'or fewer': the smallest size already reaches it."))
+    sec.blocks += _table(build_table(
+        curve, [("dataset", "dataset", text, ""), ("model", "model", text, ""), ("per_class", "per class", count, ""),
+                ("train_examples", "examples", count, ""),
+                ("upright_pct", "upright", mean_std("upright_std"), "accuracy (%)"),
+                ("mean_pct", "rot. mean", mean_std("mean_std"), "accuracy (%)"), ("steps", "steps", count, "training"),
+                ("train_time_s", "time (s)", number, "training")],
+        "data_efficiency_curve", id="data-efficiency-curve", title="Accuracy vs training-set size",
+        caption="upright: the test set as is; rot. mean: mean over the evaluated rotations (the curve above). "
+                "Mean ± std across seeds."))
     return sec
 
 
@@ -361,7 +419,8 @@ def build_context(run_dir: Path) -> dict[str, Any]:
     profile_name = str(env.get("profile")) if env and env.get("profile") else None
     styles = styles_for(t)
     sections = [s for s in (headline_section(t), equivariance_section(t, styles), accuracy_section(t, styles),
-                            efficiency_section(t, styles), failures_section(t)) if s is not None]
+                            data_efficiency_section(t, styles), efficiency_section(t, styles), failures_section(t))
+                if s is not None]
     status = t.get("run_status")
     counts = [] if status is None else [(str(r["status"]), int(r["jobs"])) for r in status.to_dict("records")]
     specs = table_specs()

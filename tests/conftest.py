@@ -35,7 +35,7 @@ name = "e2e"
 description = "tests: every protocol, tiny settings"
 models = ["cnn", "gmr", "plugin_models:broken"]
 datasets = ["rotdigits"]
-protocols = ["accuracy", "equivariance", "efficiency"]
+protocols = ["accuracy", "equivariance", "efficiency", "data_efficiency"]
 seeds = [0]
 device = "cpu"
 threads = 2
@@ -46,6 +46,17 @@ batch_size = 32
 train_limit = 64
 test_limit = 40
 angles = "0:360:45"
+model_kwargs = { width = 0.25 }
+ceiling = true
+
+[data_efficiency]
+models = ["cnn", "gmr"]
+sizes = [2, 4]
+steps = 2
+batch_size = 32
+test_limit = 40
+angles = "0:360:90"
+targets = [5, 15]
 model_kwargs = { width = 0.25 }
 
 [equivariance]

@@ -104,3 +104,37 @@ def test_rotdigits_invariance_costs_little():
     assert any({a, b} == {2, 5} for a, b, _ in o2.confusions)
     assert sum(c for *_, c in so2.confusions) == round((1 - so2.accuracy) * 300)
     assert math.isclose(so2.plain_accuracy, o2.plain_accuracy)
+
+
+# -- the accuracy protocol's `ceiling` setting ---------------------------------------------------------------------
+def test_accuracy_protocol_reports_the_ceiling_of_its_own_test_images(tmp_path):
+    from protocol_helpers import make_job, run_job
+
+    from bench.jobs import RunContext
+    from bench.protocols import get_protocol
+    from bench.results import rows_to_frame
+
+    settings = {"epochs": 1, "batch_size": 64, "train_limit": 64, "test_limit": 50, "angles": 0, "flips": False,
+                "save_checkpoint": False, "model_kwargs": {"delay": 0}}
+    ctx = RunContext(out_dir=tmp_path)
+    plain = run_job(make_job("accuracy", "plugin_models:slow_net", "rotdigits", **settings), ctx)
+    assert {r["metric"] for r in plain} == {"accuracy", "train_loss_final", "train_time_s", "eval_time_s"}
+    rows = run_job(make_job("accuracy", "plugin_models:slow_net", "rotdigits", ceiling=True, **settings), ctx)
+    so2 = invariant_ceiling("rotdigits", test_limit=50)
+    o2 = invariant_ceiling("rotdigits", test_limit=50, reflections=True)
+    assert so2.n_test == 50
+    got = [(r["metric"], r.get("group"), r["value"]) for r in rows
+           if r["metric"] in ("invariant_ceiling", "nearest_neighbour")]
+    assert got == [("invariant_ceiling", "SO2", so2.accuracy), ("invariant_ceiling", "O2", o2.accuracy),
+                   ("nearest_neighbour", None, so2.plain_accuracy)]
+
+    acc = get_protocol("accuracy")
+    frame = rows_to_frame([{**r, "model": m, "protocol": "accuracy", "dataset": "rotdigits", "seed": 0,
+                            "status": "ok"} for m in ("a", "b") for r in rows])
+    tables = acc.summarize(frame)
+    ceiling = tables["accuracy_ceiling"]
+    assert list(ceiling["group"]) == ["SO2", "O2"] and list(ceiling["dataset"]) == ["rotdigits"] * 2
+    assert list(ceiling["ceiling_pct"]) == pytest.approx([100 * so2.accuracy, 100 * o2.accuracy])
+    assert list(ceiling["nearest_neighbour_pct"]) == pytest.approx([100 * so2.plain_accuracy] * 2)
+    assert {"accuracy_by_angle", "accuracy_summary"} <= set(tables)  # the ceiling rows leave the others alone
+    assert "accuracy_ceiling" not in acc.summarize(frame[frame["metric"] == "accuracy"])

@@ -99,7 +99,7 @@ def test_a_failing_model_makes_the_run_exit_1_after_writing_everything(run):
     assert len(broken) == 1 and broken["status"].item() == "error" and "always fails" in broken["message"].item()
     ok = results[results["status"] == "ok"]
     assert set(ok["model"]) == {"cnn", "gmr", "layer_conv2d", "layer_gmr"}
-    assert set(ok["protocol"]) == {"accuracy", "equivariance", "efficiency"}
+    assert set(ok["protocol"]) == {"accuracy", "equivariance", "efficiency", "data_efficiency"}
     assert "accuracy:plugin_models:broken/rotdigits:seed0" in html and "always fails" in html
 
 

@@ -20,6 +20,7 @@ _BUILTIN = {
     "accuracy": "bench.protocols.accuracy",
     "equivariance": "bench.protocols.equivariance",
     "efficiency": "bench.protocols.efficiency",
+    "data_efficiency": "bench.protocols.data_efficiency",
 }
 for _name, _module in _BUILTIN.items():
     PROTOCOLS.declare(_name, _module)

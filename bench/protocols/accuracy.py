@@ -35,6 +35,10 @@ Tables (`summarize`): ``accuracy_by_angle`` (mean/std across seeds per angle, in
 (upright / mean / worst / flips per dataset, condition and model, in %). Headline: upright, mean and worst
 rotated accuracy of the upright-trained models on the run's main dataset (the one with most accuracy jobs;
 ties go to the alphabetically first).
+
+With ``ceiling = true`` each job also adds ``invariant_ceiling`` rows (``group`` SO2 / O2) and a
+``nearest_neighbour`` row (`bench.invariant_ceiling.ceiling_rows`: what an exactly invariant classifier reaches
+on the same test images), summarised in the ``accuracy_ceiling`` table.
 """
 
 
@@ -137,6 +141,9 @@ class AccuracySettings:
                                         "keyword arguments of one model, on top of model_kwargs")
     dataset_kwargs: dict = st.setting({}, st.table, "a table of keyword arguments for create_dataset",
                                       "e.g. {pad_to_odd = false}: CIFAR-10 at 32x32")
+    ceiling: bool = st.setting(False, st.boolean, "true or false",
+                               "also measure what an exactly rotation-invariant classifier reaches on the same test "
+                               "images (bench.invariant_ceiling; cost ~ train x test x 36 images, cached per dataset)")
 
     def model_kwargs_for(self, model: str) -> dict[str, Any]:
         return {**self.model_kwargs, **self.per_model_kwargs.get(model, {})}
@@ -188,6 +195,30 @@ SUMMARY = TableSpec(
      **{f"{s}_std": f"std of {s} across seeds (%)" for s in SUMMARIES},
      "n_seeds": "seeds"})
 
+CEILING = TableSpec(
+    "accuracy_ceiling", "Invariant ceiling",
+    "What an exactly rotation-invariant classifier reaches on the same test images (setting ceiling = true): "
+    "orbit nearest neighbour, each test image turned by every multiple of 10° (and mirrored for O2) and given "
+    "the label of the nearest training image (bench.invariant_ceiling). A lower bound on the best accuracy any "
+    "classifier with that invariance can reach.",
+    {"dataset": "dataset", "group": "SO2: invariant to rotations | O2: to rotations and reflections",
+     "ceiling_pct": "accuracy of orbit nearest neighbour (%)",
+     "nearest_neighbour_pct": "the same rule on the upright image only, not invariant (%)"})
+
+
+def ceiling_table(d: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{accuracy_ceiling: table} from the ceiling rows (every job of a dataset wrote the same values)."""
+    if d.empty or "group" not in d.columns:
+        return {}
+    inv = d[d["metric"] == "invariant_ceiling"]
+    if inv.empty:
+        return {}
+    plain = d[d["metric"] == "nearest_neighbour"].groupby("dataset")["value"].mean() * 100.0
+    out = (inv.groupby(["dataset", "group"], sort=True)["value"].mean() * 100.0).rename("ceiling_pct").reset_index()
+    out["nearest_neighbour_pct"] = out["dataset"].map(plain)
+    out = out.sort_values(["dataset", "group"], key=lambda c: c.map({"SO2": 0, "O2": 1}) if c.name == "group" else c)
+    return {CEILING.name: CEILING.frame(out)}
+
 
 @register_protocol("accuracy")
 class AccuracyProtocol(Protocol):
@@ -196,7 +227,7 @@ class AccuracyProtocol(Protocol):
     settings_type = AccuracySettings
     row_type = AccuracyRow
     description = "train upright, test rotated and flipped (the GMR-Conv paper's protocol)"
-    tables = {t.name: t for t in (BY_ANGLE, SUMMARY)}
+    tables = {t.name: t for t in (BY_ANGLE, SUMMARY, CEILING)}
 
     # -- planning -----------------------------------------------------------------------------------------
     def plan(self, profile: Profile, device: str, settings: AccuracySettings, planned: Sequence[Job]) -> list[Job]:
@@ -284,14 +315,19 @@ class AccuracyProtocol(Protocol):
             del model
             if torch.cuda.is_available() and torch.device(ctx.device).type == "cuda":
                 torch.cuda.empty_cache()
+        if s.ceiling:
+            from bench.invariant_ceiling import ceiling_rows
+
+            rows += ceiling_rows(job.dataset, s.test_limit, ctx.data_dir, s.dataset_kwargs)
         return rows
 
     # -- summaries ----------------------------------------------------------------------------------------
     def summarize(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
         d = ok_rows(frame, self.name)
+        ceiling = ceiling_table(d)
         d = d[d["metric"] == "accuracy"] if not d.empty else d
         if d.empty:
-            return {}
+            return ceiling
         d = d.assign(value=d["value"].astype(float) * 100.0)  # fractions -> %
         has_summary = d["summary"].notna() if "summary" in d.columns else pd.Series(False, index=d.index)
         curve = d[~has_summary & d["angle_deg"].notna()]
@@ -307,7 +343,7 @@ class AccuracyProtocol(Protocol):
                 row[f"{rec['summary']}_std"] = rec["std"]
             row["n_seeds"] = int(g["n_seeds"].max())
             rows.append(row)
-        return {BY_ANGLE.name: BY_ANGLE.frame(by_angle), SUMMARY.name: SUMMARY.frame(rows)}
+        return {BY_ANGLE.name: BY_ANGLE.frame(by_angle), SUMMARY.name: SUMMARY.frame(rows), **ceiling}
 
     def headline(self, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame | None:
         summary = tables.get(SUMMARY.name)
