@@ -190,6 +190,21 @@ def plan_points(settings: dict[str, Any], level: str) -> list[tuple[str, Point]]
     return out
 
 
+def job_settings(settings: EfficiencySettings, model: str) -> dict[str, Any]:
+    """The settings a job of `model` runs with: a network's `network_settings` replace the ones they name."""
+    s = dataclasses.asdict(settings)
+    if (s["level"] or model_level(model)) == "network":
+        s.update(s["network_settings"])
+    return s
+
+
+def point_metrics(settings: dict[str, Any], sweep: str) -> list[str]:
+    """What is measured at a point: `metrics` at the base point, `sweep_metrics` (+ params, build_s) elsewhere."""
+    if sweep == "base":
+        return list(settings["metrics"])
+    return sorted(set(settings["sweep_metrics"]) | {"params", "build_s"})
+
+
 def _model_args(name: str, level: str, point: Point, settings: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """(in_channels, factory kwargs) of a point."""
     kw: dict[str, Any] = dict(settings["model_kwargs"].get(name, {}))
@@ -541,17 +556,14 @@ class EfficiencyProtocol(Protocol):
 
     def run(self, job: Job, ctx: RunContext) -> list[dict[str, Any]]:
         """Measure `job.model` at the base point and along the sweeps (see the module docstring)."""
-        s = dataclasses.asdict(self.settings_of(job))
-        if (s["level"] or model_level(job.model)) == "network":
-            s.update(s["network_settings"])
+        s = job_settings(self.settings_of(job), job.model)
         threads = s["threads"] or ctx.threads or torch.get_num_threads()
         m = _Measurer(job, ctx, s, int(threads))
         done: dict[Point, list[dict[str, Any]]] = {}
         out: list[dict[str, Any]] = []
         for sweep, point in plan_points(s, m.level):
             if point not in done:
-                metrics = s["metrics"] if sweep == "base" else sorted(set(s["sweep_metrics"]) | {"params", "build_s"})
-                done[point] = m.measure(point, metrics, strict=sweep == "base")
+                done[point] = m.measure(point, point_metrics(s, sweep), strict=sweep == "base")
                 m.release()
             for row in done[point]:
                 out.append({**row, **point.columns(), "threads": int(threads), "sweep": sweep})
