@@ -12,7 +12,7 @@ The efficiency protocol makes a known number of calls of each step (`bench.proto
 - FLOPs: 2 calls (one warm-up, one counted) plus the counter's overhead; peak memory on CUDA: memory_warmup + 1
   calls (on CPU a fresh subprocess per point, see `bench.cost.memprobe`);
 - per point a fixed cost (input, `gc.collect()` + `empty_cache()` between points on CUDA), per built model its
-  build time.
+  build time, per job a fixed cost, and for GMR models `impl="auto"`'s first-call timing of both paths.
 
 Seconds per call come either from a FLOP count and an assumed throughput with a per-call floor
 (:func:`flops_call_seconds`; the floor stands for kernel launches and Python, which dominate small layers on a
@@ -23,9 +23,11 @@ the run recorded). Only the first is an estimate of a GPU; its assumptions are t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +38,14 @@ from bench.jobs import Job
 from bench.protocols.efficiency import Point, _model_args, job_settings, plan_points, point_metrics
 from bench.schema import model_family, model_level
 
-TIMER_OVERHEAD_S = 2e-6  # torch.utils.benchmark's per-block overhead (its `_timeit(0)`), order of magnitude
+# torch.utils.benchmark's per-block overhead (`Timer._timeit(0)`): ~3 us measured on this CPU; on CUDA its clock
+# synchronises the device twice per block (a guess: 20 us). A block must last >= 1e4 x this, so on a GPU every
+# block of a fast step lasts ~0.2 s and `min_runs` blocks dominate a point's cost.
+TIMER_OVERHEAD_S = {"cpu": 3e-6, "cuda": 2e-5}
 FLOP_COUNTER_S = 0.05    # FlopCounterMode's Python overhead per counted call
 POINT_S = {"cuda": 0.3, "cpu": 0.05}  # per point: input, gc.collect() (+ empty_cache on CUDA)
+JOB_S = 2.0  # per job: lazy imports, first-call initialisation (oneDNN / cuDNN), the final release
+AUTOTUNE_CALLS = 10  # GMR layers with impl="auto" time both paths once per new input signature (6-12 calls)
 CPU_MEMORY_PROBE_S = 4.0  # a fresh `python -m bench.cost.memprobe` per point on CPU (imports torch and the zoo)
 # Assumed GPU speed (an H200: fp32 SIMT peak ~67 TFLOP/s, TF32 tensor cores, which cuDNN convolutions use by
 # default, several times that); 20 TFLOP/s effective is deliberately low.
@@ -51,19 +58,19 @@ GPU_FLOOR_S = {("layer", "plain", "eval"): 5e-5, ("layer", "plain", "train"): 3e
                ("network", "plain", "eval"): 3e-3, ("network", "plain", "train"): 1e-2,
                ("network", "gmr", "eval"): 5e-3, ("network", "gmr", "train"): 2e-2,
                ("network", "escnn", "eval"): 1e-2, ("network", "escnn", "train"): 6e-2}
-COUNT_RESOLUTION = {"layer": 16, "network": 32}  # FLOPs are counted at batch 1 and this side, then scaled
+COUNT_RESOLUTION = {"layer": 12, "network": 32}  # FLOPs are counted at batch 1 and this side, then scaled
 
 CallSeconds = Callable[[Point, str], "float | None"]
 
 
-def latency_calls(t: float, warmup: int, min_run_time: float, min_runs: int) -> int:
+def latency_calls(t: float, warmup: int, min_run_time: float, min_runs: int, device: str = "cuda") -> int:
     """Calls `bench.cost.timing.time_callable` makes for a step of `t` seconds."""
     t = max(t, 1e-9)
     calls, number = warmup, 1
     while True:  # torch.utils.benchmark.Timer._estimate_block_size
         calls += number
         taken = number * t
-        if (TIMER_OVERHEAD_S / taken <= 1e-4 and taken >= min_run_time / 1000) or taken > min_run_time:
+        if (TIMER_OVERHEAD_S[device] / taken <= 1e-4 and taken >= min_run_time / 1000) or taken > min_run_time:
             break
         number *= 10
     return calls + number * max(math.ceil(min_run_time / (number * t)), min_runs)
@@ -73,7 +80,7 @@ def point_seconds(t: float, metrics: list[str], s: dict[str, Any], device: str) 
     """Seconds one mode of one point costs, for a step of `t` seconds."""
     total = 0.0
     if "latency_ms" in metrics:
-        total += t * latency_calls(t, s["warmup"], s["min_run_time"], s["min_runs"])
+        total += t * latency_calls(t, s["warmup"], s["min_run_time"], s["min_runs"], device)
     if "flops" in metrics:
         total += 2 * t + FLOP_COUNTER_S
     if "peak_memory_mb" in metrics:
@@ -91,7 +98,8 @@ def job_seconds(job: Job, call_seconds: CallSeconds, build_seconds: Callable[[Po
     device = "cuda" if job.device.startswith("cuda") else "cpu"
     modes = [m for m in s["modes"] if m != "eval_exported"]
     done: set[Point] = set()
-    total = 0.0
+    total = JOB_S
+    autotuned = model_family(job.model) == "gmr"
     for sweep, point in plan_points(s, level):
         if point in done:
             continue
@@ -103,7 +111,7 @@ def job_seconds(job: Job, call_seconds: CallSeconds, build_seconds: Callable[[Po
         for mode in modes:
             t = call_seconds(point, mode)
             if t is not None:
-                total += point_seconds(t, metrics, s, device)
+                total += point_seconds(t, metrics, s, device) + (AUTOTUNE_CALLS * t if autotuned else 0.0)
     return total, len(done)
 
 
@@ -158,15 +166,34 @@ class FlopsCounter:
         return self.build_s.get((in_channels, tuple(sorted(kw.items()))), 0.0)
 
 
-def estimate(jobs: list[Job], flops_per_s: float = GPU_FLOPS_PER_S) -> pd.DataFrame:
-    """Per job: points and estimated seconds on a GPU of `flops_per_s` (FLOPs counted here, on CPU)."""
+def estimate(jobs: list[Job], flops_per_s: float = GPU_FLOPS_PER_S, slow_factor: float = 4.0) -> pd.DataFrame:
+    """Per job: points and estimated seconds on a GPU of `flops_per_s`, and on one `slow_factor` times slower
+    with per-call floors and timer overhead `slow_factor` times higher (FLOPs counted once, here, on CPU)."""
     rows = []
     for job in jobs:
         counter = FlopsCounter.for_job(job)
-        seconds, points = job_seconds(job, lambda p, m, c=counter: c.call_seconds(p, m, flops_per_s),
-                                      counter.build_seconds)
-        rows.append({"job": job.label, "points": points, "estimated_s": seconds})
-    return pd.DataFrame(rows)
+        row: dict[str, Any] = {"job": job.label}
+        for col, factor in (("estimated_s", 1.0), (f"{slow_factor:g}x_slower_s", slow_factor)):
+            with _scaled(factor):
+                seconds, row["points"] = job_seconds(
+                    job, lambda p, m, c=counter: c.call_seconds(p, m, flops_per_s / factor), counter.build_seconds)
+            row[col] = seconds
+        rows.append(row)
+        print(f"# {job.label}: {row['points']} points, {row['estimated_s']:.1f} s", file=sys.stderr, flush=True)
+    return pd.DataFrame(rows)[["job", "points", "estimated_s", f"{slow_factor:g}x_slower_s"]]
+
+
+@contextlib.contextmanager
+def _scaled(factor: float) -> Iterator[None]:
+    """GPU_FLOOR_S and the CUDA timer overhead multiplied by `factor` for the block."""
+    floors, overhead = dict(GPU_FLOOR_S), TIMER_OVERHEAD_S["cuda"]
+    GPU_FLOOR_S.update({k: v * factor for k, v in floors.items()})
+    TIMER_OVERHEAD_S["cuda"] = overhead * factor
+    try:
+        yield
+    finally:
+        GPU_FLOOR_S.update(floors)
+        TIMER_OVERHEAD_S["cuda"] = overhead
 
 
 # -- the call-count model against a finished run --------------------------------------------------------------
@@ -220,8 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs = plan_jobs(profile, "cuda")
     table = estimate(jobs, args.flops_per_s)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
-    print(f"total: {table['estimated_s'].sum():.0f} s estimated at {args.flops_per_s / 1e12:g} TFLOP/s effective "
-          f"(per-call floors: bench.gpu_budget.GPU_FLOOR_S)")
+    slow = table.columns[-1]
+    print(f"total: {table['estimated_s'].sum():.0f} s at {args.flops_per_s / 1e12:g} TFLOP/s effective with the "
+          f"per-call floors of bench.gpu_budget.GPU_FLOOR_S; {table[slow].sum():.0f} s on a GPU 4x slower in "
+          "every respect")
     return 0
 
 

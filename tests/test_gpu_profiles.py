@@ -58,6 +58,8 @@ def test_gpu_profile_covers_every_family_both_modes_memory_the_teaser_and_resnet
     assert teaser == {3, 5, 7, 9, 11}
     s, points = _points(nets["gmr_resnet18"])
     assert s["in_channels"] == 3 and {p.batch for p in points if p.resolution == 32} == {1, 32, 128, 512}
+    assert {p.kernel_size for p in points} == {None}  # the networks' own kernels, not the layers' base k
+    assert s["model_kwargs"]["gmr_resnet18"] == {"match": "channels"}  # the paper's GMR-ResNet-18 (4.0M params)
 
 
 def test_teaser_profile_is_the_four_layers_over_k_3_to_11_with_the_paper_reference():
@@ -96,11 +98,12 @@ warmup = 1
 min_run_time = 0.005
 min_runs = 2
 reference = "gmr_paper_teaser"
-model_kwargs = { layer_c8 = { in_type = "regular" }, resnet18 = { width = 0.25 }, gmr_resnet18 = { width = 0.25 } }
+model_kwargs = { layer_c8 = { in_type = "regular" }, gmr_resnet18 = { match = "channels" } }
 
 [efficiency.network_settings]
 batch = 1
 resolution = 16
+kernel_size = "auto"
 in_channels = 3
 batch_sizes = [2]
 metrics = ["peak_memory_mb"]
