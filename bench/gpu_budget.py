@@ -176,7 +176,7 @@ def estimate(jobs: list[Job], flops_per_s: float = GPU_FLOPS_PER_S, slow_factor:
         for col, factor in (("estimated_s", 1.0), (f"{slow_factor:g}x_slower_s", slow_factor)):
             with _scaled(factor):
                 seconds, row["points"] = job_seconds(
-                    job, lambda p, m, c=counter: c.call_seconds(p, m, flops_per_s / factor), counter.build_seconds)
+                    job, lambda p, m, c=counter, f=factor: c.call_seconds(p, m, flops_per_s / f), counter.build_seconds)
             row[col] = seconds
         rows.append(row)
         print(f"# {job.label}: {row['points']} points, {row['estimated_s']:.1f} s", file=sys.stderr, flush=True)
