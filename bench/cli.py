@@ -111,11 +111,14 @@ def apply_overrides(profile: Profile, args: argparse.Namespace) -> Profile:
     return profile
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, planning: bool = False) -> torch.device:
+    """The run's device; `planning` (--dry-run) accepts cuda without a GPU, since planning never touches it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda requested but no CUDA device is available; use auto or cpu")
+    if name == "cuda" and not torch.cuda.is_available() and not planning:
+        built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise UsageError(f"device cuda requested but no CUDA device is available (torch {torch.__version__}, "
+                         f"{built}); use --device auto or cpu, or --dry-run to plan the jobs without running them")
     return torch.device(name)
 
 
@@ -148,7 +151,7 @@ def prepare_run(args: argparse.Namespace) -> tuple[Profile, list[Job], torch.dev
     from bench.plan import check_data_available, plan_jobs
 
     profile = apply_overrides(load_profile(args.profile), args)
-    device = resolve_device(profile.device)
+    device = resolve_device(profile.device, planning=args.dry_run)
     jobs = plan_jobs(profile, str(device))
     if not args.dry_run:
         check_data_available(jobs, args.data_dir, args.download)
@@ -176,6 +179,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             deps = f"  (after {', '.join(job.depends_on)})" if job.depends_on else ""
             print(f"{mark}  {job.job_id}  {job.label}{deps}")
         print(f"{len(jobs)} jobs ({sum(j.job_id in done for j in jobs)} already done); nothing written")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            print("planned for cuda; no CUDA device is available here, so a run without --dry-run stops (exit 2)")
         return 0
 
     from bench.lock import run_lock

@@ -34,6 +34,38 @@ PAPER_SECONDS: dict[str, dict[int, float]] = {
     "g_conv": {9: 230.0},
     "gmr": {3: 1.2, 9: 2.55, 11: 2.9},
 }
+# panel (a): GPU memory of a training run on rotated CIFAR-10 (GB as printed; batch and resolution not stated)
+PAPER_TRAIN_MEMORY_GB: dict[str, float] = {"resnet18": 3.4, "gmr_resnet18": 6.2}
+MIB_PER_GB = 1024.0  # the paper's "GB" read as GiB (what torch.cuda and nvidia-smi print); 1000 would move it 2.4 %
+# the paper's label of each kind, and the zoo models a kind is compared with (empty: none in the zoo)
+PAPER_LABELS = {"conv2d": "nn.Conv2d", "e2cnn": "E(2)-CNN", "g_conv": "G-Conv", "gmr": "GMR-Conv",
+                "resnet18": "ResNet-18", "gmr_resnet18": "GMR-ResNet-18"}
+PAPER_COUNTERPARTS: dict[str, tuple[str, ...]] = {
+    "conv2d": ("layer_conv2d",), "e2cnn": ("layer_c8",), "g_conv": (), "gmr": ("layer_gmr", "layer_gmr_official"),
+    "resnet18": ("resnet18",), "gmr_resnet18": ("gmr_resnet18",)}
+PAPER_NOTE = "GMR paper (Du et al. 2025), teaser figure, read off the plot (approximate)"
+
+
+def paper_reference() -> list[dict[str, Any]]:
+    """The teaser's values as reference points for the efficiency protocol (``reference = "gmr_paper_teaser"``).
+
+    One dict per value: ``panel`` ("a" | "b"), ``series`` (the paper's label), ``counterparts`` (zoo models),
+    ``baseline`` (the zoo model the panel's ratios divide by: the plain model), ``metric``/``mode``/``unit`` in
+    the efficiency protocol's terms (seconds per 1,000 calls = ms per call), ``kernel_size`` (panel b) and
+    ``value``. Panel (b)'s layer shape and mode are not stated in the paper; panel (a)'s batch and resolution
+    neither, so only ratios to the plain model carry over."""
+    out = []
+    for kind, by_k in PAPER_SECONDS.items():
+        for k, seconds in sorted(by_k.items()):
+            out.append({"panel": "b", "series": PAPER_LABELS[kind], "counterparts": PAPER_COUNTERPARTS[kind],
+                        "baseline": "layer_conv2d", "metric": "latency_ms", "mode": None, "unit": "ms",
+                        "kernel_size": k, "value": seconds, "note": f"{PAPER_NOTE}, panel (b), GPU"})
+    for kind, gb in PAPER_TRAIN_MEMORY_GB.items():
+        out.append({"panel": "a", "series": PAPER_LABELS[kind], "counterparts": PAPER_COUNTERPARTS[kind],
+                    "baseline": "resnet18", "metric": "peak_memory_mb", "mode": "train", "unit": "MiB",
+                    "kernel_size": None, "value": gb * MIB_PER_GB,
+                    "note": f"{PAPER_NOTE}, panel (a): {gb} GB while training on rotated CIFAR-10, GPU"})
+    return out
 
 
 def teaser_row(kernel_size: int, mode: str, *, channels: int = 64, size: int = 64, batch: int = 16,

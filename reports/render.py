@@ -342,6 +342,27 @@ def efficiency_section(t: Mapping[str, pd.DataFrame], styles: Styles) -> Section
         sec.blocks += _plot(eff_plots.latency_vs_kernel(points, styles))
         sec.blocks += _plot(eff_plots.memory_vs_batch(points, styles))
     sec.blocks += _plot(eff_plots.accuracy_vs_latency(t.get("headline"), styles))
+    reference = t.get("efficiency_reference")
+    if reference is not None and not reference.empty:
+        sec.blocks += _plot(eff_plots.kernel_reference(points, reference, styles))
+        ref_cols = [("series", "series", text, "published"), ("kernel_size", "kernel", text, "published"),
+                    ("paper_value", "value", number, "published"),
+                    ("paper_ratio", "× baseline", number, "published"), ("model", "model", text, "ours"),
+                    ("mode", "mode", text, "ours"), ("memory", "memory", text, "ours"),
+                    ("batch", "batch", text, "ours"), ("resolution", "resolution", text, "ours"),
+                    ("channels", "channels", text, "ours"), ("device", "device", text, "ours"),
+                    ("value", "value", number, "ours"), ("ratio", "× baseline", number, "ours")]
+        for metric, what in (("latency_ms", "seconds per 1,000 calls (= ms per call)"),
+                             ("peak_memory_mb", "training memory (MiB)")):
+            rows = reference[reference["metric"] == metric]
+            if rows.empty:
+                continue
+            sec.blocks += _table(build_table(
+                rows, ref_cols, "efficiency_reference", id=f"efficiency-reference-{metric}",
+                title=f"Published values vs ours: {what}",
+                caption=f"Source: {'; '.join(sorted(rows['note'].dropna().unique()))}. '× baseline' divides by "
+                        f"{', '.join(sorted(rows['baseline'].dropna().unique()))} (the publication's for its "
+                        "values, ours at the same point for ours). An empty model: no counterpart in the zoo."))
     return sec
 
 

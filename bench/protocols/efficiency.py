@@ -73,6 +73,14 @@ MODES = ("eval", "train", "eval_exported")
 # sweep setting -> the point field it varies
 SWEEPS = {"kernel_sizes": "kernel_size", "channels": "channels", "resolutions": "resolution", "batch_sizes": "batch"}
 
+# settings a profile may set apart for network models (`network_settings`)
+NETWORK_KEYS = ("batch", "resolution", "kernel_size", "in_channels", "resolutions", "batch_sizes", "kernel_sizes",
+                "channels", "metrics", "sweep_metrics", "modes", "warmup", "min_run_time", "min_runs",
+                "memory_warmup", "max_memory_mb")
+# published reference values (name -> loader of its points, see `reference_rows`)
+REFERENCES: dict[str, str] = {"gmr_paper_teaser": "gmr.perf_teaser:paper_reference"}
+PAPER_PREFIX = "paper_"  # metric of a reference row: paper_<metric it compares with>
+
 _odd = st.integer(1, odd=True)
 _pos = st.integer(1)
 _POS_LIST = "a list of positive integers ([] = off)"
@@ -122,6 +130,38 @@ class EfficiencySettings:
     max_memory_mb: float | None = st.setting(None, st.optional(st.number(0, strict_min=True)),
                                              "a positive number or 'auto'",
                                              "CPU guard on the probe's absolute RSS; over it -> status oom")
+    # networks at their own base point / sweeps / timing (e.g. ResNet-18 at 32², batch 128, next to layers)
+    network_settings: dict = st.setting({}, lambda v: _network_settings(v),
+                                        f"a table of settings for network models, keys drawn from "
+                                        f"{', '.join(NETWORK_KEYS)}", "None of them: the settings above")
+    # published values to compare with (a table `efficiency_reference`)
+    reference: str | None = st.setting(None, st.optional(st.one_of(*REFERENCES), ("none",)),
+                                       f"one of {', '.join(REFERENCES)} or 'none'",
+                                       "rows emitted by the job of each panel's plain baseline model")
+
+
+def _network_settings(value: Any) -> dict[str, Any]:
+    """`network_settings` checked key by key with the rule of the setting it overrides."""
+    table = st.table(value)
+    fields = {f.name: f for f in dataclasses.fields(EfficiencySettings)}
+    out = {}
+    for key, raw in table.items():
+        if key not in NETWORK_KEYS:
+            raise ValueError(f"unknown key {key!r}; valid: {', '.join(NETWORK_KEYS)}")
+        f = fields[key]
+        try:
+            out[key] = f.metadata["check"](raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key!r} must be {f.metadata['expects']}, got {raw!r}") from None
+    return out
+
+
+class EfficiencyRowWithReference(EfficiencyRow, total=False):
+    """An efficiency row, or a published reference value (metric ``paper_<metric>``, see `reference_rows`)."""
+
+    series: str        # the publication's label of the series (e.g. "GMR-Conv")
+    counterparts: str  # comma-separated zoo models compared with it (empty: none in the zoo)
+    source: str        # the `reference` setting that named it
 
 
 # -- measurement points --------------------------------------------------------------------------------------
@@ -148,6 +188,21 @@ def plan_points(settings: dict[str, Any], level: str) -> list[tuple[str, Point]]
         for value in s[key]:
             out.append((field_name, replace(base, **{field_name: value})))
     return out
+
+
+def job_settings(settings: EfficiencySettings, model: str) -> dict[str, Any]:
+    """The settings a job of `model` runs with: a network's `network_settings` replace the ones they name."""
+    s = dataclasses.asdict(settings)
+    if (s["level"] or model_level(model)) == "network":
+        s.update(s["network_settings"])
+    return s
+
+
+def point_metrics(settings: dict[str, Any], sweep: str) -> list[str]:
+    """What is measured at a point: `metrics` at the base point, `sweep_metrics` (+ params, build_s) elsewhere."""
+    if sweep == "base":
+        return list(settings["metrics"])
+    return sorted(set(settings["sweep_metrics"]) | {"params", "build_s"})
 
 
 def _model_args(name: str, level: str, point: Point, settings: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -382,16 +437,118 @@ BASE = TableSpec(
      **{c: f"{metric} {mode or ''} {stat or ''}".strip() for c, metric, mode, stat in BASE_COLUMNS},
      **{f"{c}_ratio": f"{c} / the reference's" for c, *_ in BASE_COLUMNS if c not in NO_RATIO}})
 
+REFERENCE = TableSpec(
+    "efficiency_reference", "Published values next to ours",
+    "Each published value of the `reference` setting (e.g. the GMR paper's teaser) with its ratio to the same "
+    "publication's plain baseline, next to our counterpart model's value at each matching point of this run and "
+    "its ratio to our plain baseline at the same point. Matching: the same metric; for a value at a kernel size, "
+    "our kernel-size sweep at that size (eval and train, median latency); for a training-memory value, every "
+    "point of ours (peak-memory kinds step and peak). Seconds per 1,000 calls = ms per call.",
+    {"source": "the reference setting", "series": "the publication's label", "model": "our counterpart (empty: "
+     "none in the zoo)", "baseline": "plain model both ratios divide by", "metric": "latency_ms | peak_memory_mb",
+     "unit": "ms | MiB", "kernel_size": "kernel size of the published value", "paper_value": "published value",
+     "paper_ratio": "published value / the publication's baseline at the same kernel size",
+     "mode": "our mode (eval | train)", "memory": "our peak-memory kind (step | peak)", "batch": "our batch",
+     "resolution": "our input side", "channels": "our channels", "device": "our device", "value": "our value",
+     "baseline_value": "our baseline's value at the same point", "ratio": "value / baseline_value",
+     "note": "where the published value comes from"})
+MEMORY_KINDS = ("step", "peak")
+
+
+def reference_points(name: str) -> list[dict[str, Any]]:
+    """The published points of reference `name` (loaded from `REFERENCES`)."""
+    from bench.registry import load_object
+
+    return list(load_object(REFERENCES[name])())
+
+
+def reference_rows(name: str | None, model: str) -> list[dict[str, Any]]:
+    """Rows of the published values whose baseline is `model`: each panel is emitted once, by the job of the
+    plain model its ratios divide by (so a run without that model has no reference for the panel)."""
+    if name is None:
+        return []
+    return [_row(PAPER_PREFIX + p["metric"], float(p["value"]), p["unit"], p["mode"], message=p["note"],
+                 kernel_size=p["kernel_size"], series=p["series"], counterparts=",".join(p["counterparts"]),
+                 source=name, sweep="reference")
+            for p in reference_points(name) if p["baseline"] == model]
+
+
+_MATCH = ("mode", "stat", "memory", "batch", "resolution", "kernel_size", "channels", "threads", "device", "dtype")
+
+
+def _ours(points: pd.DataFrame, model: str, metric: str, mode: str | None, k: int | None) -> pd.DataFrame:
+    """Points of `model` comparable with a published value (see the REFERENCE table's description)."""
+    p = points[(points["model"] == model) & (points["metric"] == metric)]
+    p = p[p["stat"] == "median"] if metric == "latency_ms" else p[p["memory"].isin(MEMORY_KINDS)]
+    p = p[p["mode"] == mode] if mode else p[p["mode"].isin(("eval", "train"))]
+    if k is not None:
+        on_line = p["sweeps"].fillna("").str.split(",").map(lambda s: "kernel_size" in s or "base" in s)
+        p = p[on_line & (pd.to_numeric(p["kernel_size"], errors="coerce") == k)]
+    return p
+
+
+def _match_keys(d: pd.DataFrame) -> list[tuple[str, ...]]:
+    """The point of each row as a hashable key (missing values as '')."""
+    cols = d[list(_MATCH)].astype(object)
+    return [tuple(r) for r in cols.where(cols.notna(), "").astype(str).to_numpy()]
+
+
+def _paper_ratio(paper: pd.DataFrame, rec: dict[str, Any], k: int | None) -> float | None:
+    """A published value over the same publication's baseline series at the same kernel size."""
+    same = paper[(paper["metric"] == rec["metric"]) & (paper["source"] == rec["source"])
+                 & (paper["model"] == rec["model"]) & ((paper["k"] == k) if k is not None else paper["k"].isna())]
+    is_base = same["counterparts"].fillna("").str.split(",").map(lambda c: rec["model"] in c)
+    base = same.loc[is_base, "value"]
+    return rec["value"] / base.iloc[0] if len(base) and base.iloc[0] else None
+
+
+def reference_table(rows: pd.DataFrame, points: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows of the `efficiency_reference` table from the paper_* rows (emitted by each panel's baseline job, so
+    a row's model is the baseline) and the points table."""
+    if "source" not in rows.columns:
+        return []
+    paper = rows[rows["metric"].astype(str).str.startswith(PAPER_PREFIX)].copy()
+    if paper.empty:
+        return []
+    paper["k"] = pd.to_numeric(paper["kernel_size"], errors="coerce")
+    out = []
+    for rec in paper.to_dict("records"):
+        metric, baseline = rec["metric"][len(PAPER_PREFIX):], rec["model"]
+        k = None if pd.isna(rec["k"]) else int(rec["k"])
+        mode = rec["mode"] if isinstance(rec["mode"], str) else None
+        head = {"source": rec["source"], "series": rec["series"], "baseline": baseline, "metric": metric,
+                "unit": rec["unit"], "kernel_size": k, "paper_value": rec["value"],
+                "paper_ratio": _paper_ratio(paper, rec, k), "note": rec["message"]}
+        theirs = _ours(points, baseline, metric, mode, k)
+        lookup = dict(zip(_match_keys(theirs), theirs["value"]))
+        for model in [c for c in str(rec["counterparts"] or "").split(",") if c] or [None]:
+            ours = _ours(points, model, metric, mode, k) if model else points.iloc[0:0]
+            if ours.empty:
+                out.append({**head, "model": model})
+            for r, key in zip(ours.to_dict("records"), _match_keys(ours)):
+                bv = lookup.get(key)
+                out.append({**head, "model": model, "mode": r["mode"], "memory": r["memory"], "batch": r["batch"],
+                            "resolution": r["resolution"], "channels": r["channels"], "device": r["device"],
+                            "value": r["value"], "baseline_value": bv, "ratio": r["value"] / bv if bv else None})
+    order = ["metric", "source", "kernel_size", "series", "model", "mode", "memory", "batch", "resolution", "channels"]
+    return sorted(out, key=lambda r: tuple(_sort_key(r.get(c)) for c in order))
+
+
+def _sort_key(v: Any) -> tuple[int, Any]:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return (0, "")
+    return (1, v) if isinstance(v, (int, float)) else (2, str(v))
+
 
 @register_protocol("efficiency")
 class EfficiencyProtocol(Protocol):
     """Parameters, FLOPs, latency, peak memory and build time at a base point and along one-factor sweeps."""
 
     settings_type = EfficiencySettings
-    row_type = EfficiencyRow
+    row_type = EfficiencyRowWithReference
     description = "parameters, FLOPs, latency, peak memory, build time; ratios to the plain baseline"
     exclusive_device = True  # timings must not share a device
-    tables = {t.name: t for t in (POINTS, BASE)}
+    tables = {t.name: t for t in (POINTS, BASE, REFERENCE)}
 
     def plan(self, profile: Profile, device: str, settings: EfficiencySettings, planned: Sequence[Job]) -> list[Job]:
         # cost does not depend on the seed or the dataset: one job per model
@@ -399,28 +556,31 @@ class EfficiencyProtocol(Protocol):
 
     def run(self, job: Job, ctx: RunContext) -> list[dict[str, Any]]:
         """Measure `job.model` at the base point and along the sweeps (see the module docstring)."""
-        s = dataclasses.asdict(self.settings_of(job))
+        s = job_settings(self.settings_of(job), job.model)
         threads = s["threads"] or ctx.threads or torch.get_num_threads()
         m = _Measurer(job, ctx, s, int(threads))
         done: dict[Point, list[dict[str, Any]]] = {}
         out: list[dict[str, Any]] = []
         for sweep, point in plan_points(s, m.level):
             if point not in done:
-                metrics = s["metrics"] if sweep == "base" else sorted(set(s["sweep_metrics"]) | {"params", "build_s"})
-                done[point] = m.measure(point, metrics, strict=sweep == "base")
+                done[point] = m.measure(point, point_metrics(s, sweep), strict=sweep == "base")
                 m.release()
             for row in done[point]:
                 out.append({**row, **point.columns(), "threads": int(threads), "sweep": sweep})
         m._built = None
         m.release()
-        return out
+        return out + reference_rows(s["reference"], job.model)
 
     def summarize(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
         d = ok_rows(frame, self.name)
         if d.empty:
             return {}
         points = ratio_table(d)
-        return {POINTS.name: POINTS.frame(points), BASE.name: BASE.frame(base_rows(points))}
+        tables = {POINTS.name: POINTS.frame(points), BASE.name: BASE.frame(base_rows(points))}
+        reference = reference_table(d, points)
+        if reference:
+            tables[REFERENCE.name] = REFERENCE.frame(reference)
+        return tables
 
     def headline(self, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame | None:
         base = tables.get(BASE.name)

@@ -102,3 +102,81 @@ def accuracy_vs_latency(headline: pd.DataFrame, styles: Styles) -> Plot | None:
         return finish(fig, "Accuracy vs latency",
                       "Mean test accuracy over rotation angles against the median eval latency at the efficiency "
                       "base point, one point per network (upper left is better).")
+
+
+PAPER_STYLE = {"linestyle": "--", "marker": "x", "markersize": 6, "linewidth": 1.2}
+PAPER_COLOR = "#6b7785"  # a published series without a model of ours in the run
+
+
+def _on_kernel_line(points: pd.DataFrame) -> pd.DataFrame:
+    """Median latency rows of the kernel-size sweep (the base point included)."""
+    rows = _sweep(points, "kernel_size")
+    return rows[(rows["metric"] == "latency_ms") & (rows["stat"] == "median") & rows["mode"].isin(("eval", "train"))]
+
+
+def _paper_series(ref: pd.DataFrame, col: str) -> dict[str, tuple[list[float], list[float], str | None]]:
+    """{series label: (kernel sizes, values of `col`, first counterpart model)} of the published values."""
+    out = {}
+    for series, g in ref.dropna(subset=["kernel_size", col]).groupby("series", sort=True):
+        g = g.drop_duplicates("kernel_size").sort_values("kernel_size")
+        models = g["model"].dropna()
+        out[series] = (g["kernel_size"].astype(float).tolist(), g[col].astype(float).tolist(),
+                       models.iloc[0] if len(models) else None)
+    return out
+
+
+def kernel_reference(points: pd.DataFrame, reference: pd.DataFrame | None, styles: Styles) -> Plot | None:
+    """The GMR paper's teaser (b): seconds per 1,000 convolutions vs kernel size, ours solid, the published
+    series dashed; bottom row the ratio to the plain layer (the comparison that carries across machines)."""
+    if reference is None or reference.empty or points is None or points.empty:
+        return None
+    ref = reference[(reference["metric"] == "latency_ms") & reference["kernel_size"].notna()]
+    if ref.empty:
+        return None
+    baseline = ref["baseline"].iloc[0]
+    models = set(ref["model"].dropna()) | {baseline}
+    ours = _on_kernel_line(points)
+    ours = ours[ours["model"].isin(models)]
+    modes = [m for m in ("eval", "train") if (ours["mode"] == m).any()]
+    if not modes:
+        return None
+    on_gpu = ours["device"].astype(str).str.startswith("cuda").any()
+    with style():
+        fig, axes = figure(height_in=6.0, ncols=len(modes), nrows=2, sharex=True)
+        for col, mode in enumerate(modes):
+            m = ours[ours["mode"] == mode]
+            for row, (value_col, paper_col) in enumerate((("value", "paper_value"), ("ratio", "paper_ratio"))):
+                ax = axes[row][col]
+                drawn = []
+                for model, g in m.groupby("model", sort=True):
+                    if value_col == "ratio":
+                        g = g[g["reference"] == baseline]
+                    g = g.dropna(subset=[value_col]).sort_values("kernel_size")
+                    if g.empty:
+                        continue
+                    draw_line(ax, g["kernel_size"].to_numpy(float), g[value_col].to_numpy(float), styles, model)
+                    drawn.append(model)
+                handles = model_handles(styles, drawn)
+                if on_gpu or value_col == "ratio":
+                    for series, (ks, vs, model) in _paper_series(ref, paper_col).items():
+                        color = styles(model).color if model in drawn else PAPER_COLOR
+                        ax.plot(ks, vs, color=color, **PAPER_STYLE)
+                        handles.append(Line2D([], [], color=color, label=f"paper: {series}", **PAPER_STYLE))
+                xs = sorted(set(m["kernel_size"].dropna().astype(int)) | set(ref["kernel_size"].astype(int)))
+                ax.set_xticks(xs, [str(v) for v in xs])
+                ax.set_yscale("log")
+                plain_log_ticks(ax.yaxis)
+                ax.set_ylabel("s per 1,000 convolutions" if value_col == "value" else f"ratio to {baseline}")
+                if row == 1:
+                    ax.set_xlabel("kernel size")
+                ax.set_title(f"{'training step' if mode == 'train' else 'eval'}"
+                             f"{'' if value_col == 'value' else ': ratio'}", loc="left")
+                legend_outside(ax, handles)
+        device = ", ".join(sorted(ours["device"].dropna().astype(str).unique()))
+        caption = (f"Seconds per 1,000 convolutions (= median ms per call) vs kernel size on {device}, other "
+                   "settings at the base point; dashed with crosses: the GMR paper's teaser (b), read off its "
+                   "figure (a GPU; its layer shape and mode are not stated). Bottom: ratio to "
+                   f"{baseline} at the same kernel size, the comparison that carries across machines.")
+        if not on_gpu:
+            caption += " Top: ours only, since this run's CPU seconds and the paper's GPU seconds are not comparable."
+        return finish(fig, "Seconds per 1,000 convolutions vs kernel size (GMR paper, teaser b)", caption)
