@@ -3,8 +3,9 @@
 
     PYTHONPATH=benchmarks EQUIBENCH_PERF_INJECT_GMR=0.3 pytest -p perf_inject benchmarks ...
 
-``EQUIBENCH_PERF_INJECT_GMR=f``: every batched forward also runs the original forward on the first
-``max(1, round(f * N))`` images of the batch (extra work of about f of a forward). With
+``EQUIBENCH_PERF_INJECT_GMR=f``: every forward on a batch ``(N, C, H, W)`` also runs the original forward on
+its first ``max(1, round(f * H))`` rows (about f of the convolution's work, plus one more call's overhead; the
+campaign measures the resulting slowdown of the forward). With
 ``EQUIBENCH_PERF_INJECT_REPORT=path`` the ids of the tests whose call phase ran the patched forward are written
 there as JSON at the end of the session (the "benchmarks that use GMR").
 """
@@ -27,13 +28,13 @@ _affected: list[str] = []
 
 
 def slowed(forward: Callable[..., Any], fraction: float) -> Callable[..., Any]:
-    """`forward` plus an extra forward on a `fraction` of the batch (counted in `_calls`)."""
+    """`forward` plus an extra forward on a `fraction` of the input rows (calls counted in `_calls`)."""
     def patched(self: Any, x: Any) -> Any:
         global _calls
         _calls += 1
         out = forward(self, x)
         if fraction > 0 and x.dim() == 4:
-            forward(self, x[: max(1, round(fraction * x.shape[0]))])
+            forward(self, x[..., : max(1, round(fraction * x.shape[-2])), :])
         return out
 
     return patched
