@@ -40,7 +40,7 @@ NETWORK_INPUT = {"batch": 8, "in_channels": 1, "resolution": 32}
 NETWORK_KWARGS = {"width": 0.25}
 SMOKE_NETWORKS = ("cnn", "gmr", "c8")  # plain run: plain, GMR, escnn group conv
 NOT_EXPORTABLE = ("layer_gmr_official",)  # the official GMR package has no plain-conv export
-WARMUP = 3
+WARMUP = 2
 
 
 def _benchmarks_enabled(config: pytest.Config) -> bool:

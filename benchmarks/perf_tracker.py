@@ -36,8 +36,8 @@ TRACKER_KEY = "tracker"        # extra_info key of the tracker's data
 VERSION = 1
 DEFAULT_THRESHOLD = 0.15       # relative rise of the relative time that counts (docs/perf.md: measured drift)
 DEFAULT_ALPHA = 1e-3           # one-sided Mann-Whitney U level
-MIN_ROUNDS, MAX_ROUNDS = 15, 200
-DEFAULT_BUDGET_S = 0.5         # clock seconds per benchmark (target + reference), spread over the rounds
+MIN_ROUNDS, MAX_ROUNDS = 10, 200
+DEFAULT_BUDGET_S = 0.3         # clock seconds per benchmark (target + reference), spread over the rounds
 
 REGRESSION, IMPROVED, OK, NEW, UNTRACKED = "REGRESSION", "improved", "ok", "new", "untracked"
 
