@@ -125,13 +125,13 @@ def _bench(benchmark, track, model: torch.nn.Module, x: torch.Tensor, mode: str,
                                  "params": count_parameters(model)})
     ref_step, ref_name = reference
     with fixed_threads(threads):
-        if mode != "train":  # correctness check: finite output of the right batch size
+        if mode != "train":  # correctness check: finite output of the right batch size (and a warm-up call)
             out = step()
             assert out.shape[0] == x.shape[0] and torch.isfinite(out).all()
         if benchmark.disabled:
             benchmark(step)  # runs once
             return
-        warm_up(step, WARMUP, device)
+        warm_up(step, WARMUP if mode == "train" else WARMUP - 1, device)
         warm_up(ref_step, WARMUP, device)
         if os.environ.get("EQUIBENCH_BENCH_FLOPS") == "1":  # deterministic and slow for escnn: opt-in
             benchmark.extra_info["flops"] = count_flops(step)

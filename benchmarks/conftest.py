@@ -146,6 +146,17 @@ def _benchmark_session(config: pytest.Config) -> Any:
     return getattr(config, "_benchmarksession", None)  # pytest-benchmark's session object
 
 
+def saved_runs_until(bs: Any, baseline_path: Any) -> list[list[dict[str, Any]]]:
+    """Benchmarks of the last HISTORY_RUNS saved runs of this machine up to and including the baseline, oldest
+    first (the current run, saved already, comes after the baseline and is left out)."""
+    runs: list[list[dict[str, Any]]] = []
+    for path, data in bs.storage.load():
+        runs.append(list(data.get("benchmarks") or []))
+        if str(path) == str(baseline_path):
+            return runs[-perf_tracker.HISTORY_RUNS:]
+    return [list(bs.compared_mapping[baseline_path].values())]  # a baseline outside the storage: itself only
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """--perf-check: verdicts against the baseline; a regression turns a passing session into exit code 1."""
     config = session.config
@@ -160,9 +171,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path, mapping = sorted(bs.compared_mapping.items(), key=lambda kv: str(kv[0]))[-1]
     threshold, alpha = config.getoption("perf_threshold"), config.getoption("perf_alpha")
     baseline = list(mapping.values())
-    verdicts = perf_tracker.compare(baseline, current, threshold, alpha)
+    history = saved_runs_until(bs, path)
+    verdicts = perf_tracker.compare(baseline, current, threshold, alpha, history)
     config._perf_report = perf_tracker.format_table(  # type: ignore[attr-defined]
-        verdicts, threshold, alpha, source=str(path), reference_change=perf_tracker.reference_change(baseline, current))
+        verdicts, threshold, alpha, source=str(path), reference_change=perf_tracker.reference_change(baseline, current),
+        history_runs=len(history))
     if perf_tracker.regressions(verdicts) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 

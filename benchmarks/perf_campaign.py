@@ -5,18 +5,20 @@
 What it does, each run being exactly the pytest command of tox.ini's ``[testenv:perf]`` (read from tox.ini, run
 with this interpreter, i.e. the same environment, storage redirected into ``--out``):
 
-1. a baseline run (nothing to compare with);
+1. ``--history`` (3) runs that give the tracker its run-to-run ranges (the first has nothing to compare with;
+   a new machine starts like this: below 3 saved runs the threshold alone decides);
 2. ``--clean`` (5) consecutive runs of the unchanged code, each compared with the previous one as ``tox -e perf``
    does; the runs in ``--loaded`` (2nd and 4th) run while two ``python -c 'while 1: pass'`` keep both cores busy.
    Goal: 0 regressions flagged;
 3. the slowdown that `perf_inject` causes in ``GMRConv2d.forward`` alone, measured interleaved in one process;
-4. ``--injected`` (5) runs with that slowdown (``-p perf_inject``), each compared with the last clean run, the
-   ones in ``--loaded`` again under two busy loops. Goal: every run fails, and only benchmarks that ran
+4. ``--injected`` (5) runs with that slowdown (``-p perf_inject``), each on its own copy of the storage as the
+   clean runs left it (so each is compared with the last clean run and none sees another injected run), the ones
+   in ``--loaded`` again under two busy loops. Goal: every run fails, and only benchmarks that ran
    ``GMRConv2d.forward`` are flagged.
 
 Every run's wall time (goal: < 5 min), exit code, load average before and after, and its verdicts (recomputed
-from the saved JSON with perf_tracker.compare, the hook's function) go to ``<out>/campaign.json``; a summary in
-markdown is printed and written to ``<out>/summary.md``.
+from the saved JSON files with perf_tracker.compare and the same history, the hook's function) go to
+``<out>/campaign.json``; a summary in markdown is printed and written to ``<out>/summary.md``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import configparser
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -70,12 +73,9 @@ def uptime() -> str:
         return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run_perf(out: Path, label: str, compare: str | None, loaded: bool, inject: float | None) -> dict[str, Any]:
-    """One `tox -e perf` pytest run; returns its record (the JSON of the run lands in <out>/<label>.json)."""
-    storage = out / "storage"
-    cmd = tox_perf_command() + [f"--benchmark-storage=file://{storage}", f"--benchmark-json={out / label}.json"]
-    if compare:
-        cmd.append(f"--benchmark-compare={compare}")
+def run_perf(out: Path, label: str, storage: Path, loaded: bool, inject: float | None) -> dict[str, Any]:
+    """One `tox -e perf` pytest run on `storage`; returns its record (stdout+stderr in <out>/<label>.log)."""
+    cmd = tox_perf_command() + [f"--benchmark-storage=file://{storage}"]
     env = tox_env()
     if inject is not None:
         cmd += ["-p", "perf_inject"]
@@ -93,18 +93,24 @@ def run_perf(out: Path, label: str, compare: str | None, loaded: bool, inject: f
     wall = time.monotonic() - t0
     (out / f"{label}.log").write_text(res.stdout + res.stderr)
     record = {"label": label, "loaded": loaded, "inject": inject, "exit_code": res.returncode, "wall_s": wall,
-              "load_before": load_before, "load_after": os.getloadavg(), "compare": compare}
+              "load_before": load_before, "load_after": os.getloadavg(), "storage": str(storage)}
+    record["verdicts"] = last_run_verdicts(storage)
     print(f"{label}: exit {res.returncode}, {wall:.0f} s, load {load_before[0]:.1f} -> {record['load_after'][0]:.1f}"
           f"{' (2 busy loops)' if loaded else ''}", flush=True)
     return record
 
 
-def saved_runs(out: Path) -> list[Path]:
-    return sorted((out / "storage").glob("*/[0-9][0-9][0-9][0-9]_*.json"))
+def saved_runs(storage: Path) -> list[Path]:
+    return sorted(storage.glob("*/[0-9][0-9][0-9][0-9]_*.json"), key=lambda p: p.name)
 
 
-def verdicts(baseline: Path, current: Path) -> list[perf_tracker.Verdict]:
-    return perf_tracker.compare(perf_tracker.load_benchmarks(baseline), perf_tracker.load_benchmarks(current))
+def last_run_verdicts(storage: Path) -> list[perf_tracker.Verdict]:
+    """The tracker's verdicts for the newest saved run against the one before, with the hook's history."""
+    files = saved_runs(storage)
+    if len(files) < 2:
+        return []
+    history = [perf_tracker.load_benchmarks(f) for f in files[:-1]]
+    return perf_tracker.compare(history[-1], perf_tracker.load_benchmarks(files[-1]), history=history)
 
 
 def injected_slowdown(fraction: float, rounds: int = 200) -> dict[str, float]:
@@ -139,11 +145,10 @@ def summarize(records: list[dict[str, Any]], slowdown: dict[str, float] | None, 
     lines = ["| run | busy loops | exit | wall (s) | load 1 min before → after | flagged | flagged, not GMR |",
              "|---|---|---|---|---|---|---|"]
     for r in records:
-        flagged = r.get("flagged", [])
         lines.append(f"| {r['label']} | {'2' if r['loaded'] else '–'} | {r['exit_code']} | {r['wall_s']:.0f} | "
-                     f"{r['load_before'][0]:.1f} → {r['load_after'][0]:.1f} | {len(flagged)} | "
-                     f"{len(r.get('flagged_not_gmr', []))} |")
-    clean = [r for r in records if r["inject"] is None and r["label"] != "baseline"]
+                     f"{r['load_before'][0]:.1f} → {r['load_after'][0]:.1f} | {len(r['flagged'])} | "
+                     f"{len(r['flagged_not_gmr'])} |")
+    clean = [r for r in records if r["label"].startswith("clean")]
     injected = [r for r in records if r["inject"] is not None]
     out = [f"before: `{up[0]}`", f"after: `{up[1]}`", "", *lines, ""]
     out.append(f"- unchanged code: {sum(len(r['flagged']) for r in clean)} false regressions in {len(clean)} runs "
@@ -157,52 +162,52 @@ def summarize(records: list[dict[str, Any]], slowdown: dict[str, float] | None, 
                    f"{sum(len(r['flagged_not_gmr']) for r in injected)}")
         per_bench: dict[str, list[str]] = {}
         for r in injected:
-            for name, change, verdict in r["gmr_changes"]:
-                per_bench.setdefault(name, []).append(f"{change:.2f}{'*' if verdict == perf_tracker.REGRESSION else ''}")
-        out.append("- ratio now/baseline of the GMR benchmarks per injected run (* = flagged):")
-        out += [f"  - {perf_tracker.short_name(n)}: {' '.join(v)}" for n, v in sorted(per_bench.items())]
-    out.append(f"- wall time per run: max {max(r['wall_s'] for r in records):.0f} s")
+            for name, change, limit, verdict in r["gmr_changes"]:
+                mark = "*" if verdict == perf_tracker.REGRESSION else ""
+                per_bench.setdefault(name, []).append(f"{change:.2f}{mark} (limit {limit:.2f})")
+        out.append("- ratio now/baseline of the benchmarks that ran GMRConv2d.forward, per injected run "
+                   "(* = flagged):")
+        out += [f"  - {perf_tracker.short_name(n)}: {', '.join(v)}" for n, v in sorted(per_bench.items())]
+    out.append(f"- wall time per run: max {max(r['wall_s'] for r in records):.0f} s "
+               f"(without busy loops: max {max(r['wall_s'] for r in records if not r['loaded']):.0f} s)")
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / ".benchmarks" / "campaign")
+    parser.add_argument("--history", type=int, default=3, help="runs before the clean series (the first: baseline)")
     parser.add_argument("--clean", type=int, default=5)
     parser.add_argument("--injected", type=int, default=5)
     parser.add_argument("--loaded", default="2,4", help="1-based run numbers (of each series) run under 2 busy loops")
     parser.add_argument("--fraction", type=float, default=0.2, help="injected extra forward, fraction of the input rows")
     args = parser.parse_args(argv)
     out: Path = args.out
+    storage = out / "storage"
+    if storage.exists() and saved_runs(storage):
+        raise SystemExit(f"{storage} already holds saved runs; choose an empty --out")
     out.mkdir(parents=True, exist_ok=True)
-    if saved_runs(out):
-        raise SystemExit(f"{out / 'storage'} already holds saved runs; choose an empty --out")
     loaded = {int(x) for x in args.loaded.split(",") if x.strip()}
     print("command:", shlex.join(tox_perf_command()), flush=True)
     up_before = uptime()
-    records = [run_perf(out, "baseline", None, False, None)]
-    for i in range(1, args.clean + 1):
-        rec = run_perf(out, f"clean{i}", None, i in loaded, None)
-        runs = saved_runs(out)
-        rec["verdicts"] = verdicts(runs[-2], runs[-1])
-        records.append(rec)
-    last_clean = saved_runs(out)[-1]
+    records = [run_perf(out, f"history{i}", storage, False, None) for i in range(1, args.history + 1)]
+    records += [run_perf(out, f"clean{i}", storage, i in loaded, None) for i in range(1, args.clean + 1)]
     slowdown = injected_slowdown(args.fraction) if args.injected else None
     for i in range(1, args.injected + 1):
-        rec = run_perf(out, f"injected{i}", last_clean.name[:4], i in loaded, args.fraction)
-        rec["verdicts"] = verdicts(last_clean, out / f"injected{i}.json")
+        own = out / f"storage_injected{i}"
+        shutil.copytree(storage, own)
+        rec = run_perf(out, f"injected{i}", own, i in loaded, args.fraction)
         rec["affected"] = json.loads((out / f"injected{i}.affected.json").read_text())
         records.append(rec)
     up_after = uptime()
     for rec in records:
-        vs = rec.pop("verdicts", [])
+        vs = rec.pop("verdicts")
         affected = set(rec.get("affected", []))
         rec["flagged"] = [v.name for v in vs if v.verdict == perf_tracker.REGRESSION]
-        rec["flagged_not_gmr"] = [n for n in rec["flagged"] if rec["inject"] is not None and n not in affected]
-        if rec["inject"] is None:
-            rec["flagged_not_gmr"] = rec["flagged"]
-        rec["gmr_changes"] = [(v.name, v.change, v.verdict) for v in vs if v.name in affected and v.change]
-        rec["all_changes"] = {v.name: v.change for v in vs}
+        rec["flagged_not_gmr"] = [n for n in rec["flagged"] if n not in affected]
+        rec["gmr_changes"] = [(v.name, v.change, v.limit, v.verdict) for v in vs if v.name in affected and v.change]
+        rec["verdicts"] = {v.name: {"verdict": v.verdict, "baseline": v.baseline, "now": v.now, "change": v.change,
+                                    "limit": v.limit, "p_slower": v.p_slower} for v in vs}
     summary = summarize(records, slowdown, (up_before, up_after))
     (out / "campaign.json").write_text(json.dumps({"command": tox_perf_command(), "uptime": [up_before, up_after],
                                                    "slowdown": slowdown, "runs": records}, indent=1))

@@ -67,6 +67,40 @@ def test_rise_within_the_rounds_spread_is_not_a_regression():
     assert v.p_slower > 0.1 and v.verdict == pt.OK and "spread" in v.note
 
 
+def test_run_to_run_spread_raises_the_limit_of_a_noisy_benchmark():
+    assert pt.spread_bounds([1.0, 1.1]) is None  # too few runs: threshold and rank test alone
+    # logs 0, ln 1.1 alternating: mean 0.04766, sd 0.05220 (n 6), t(0.999, 5) = 5.8934, sqrt(1 + 1/6) = 1.0801
+    # -> bounds exp(0.04766 -+ 5.8934 * 0.05220 * 1.0801) = exp(-0.2847), exp(0.3800) = 0.752, 1.462
+    noisy = [1.0, 1.1, 1.0, 1.1, 1.0, 1.1]
+    lower, upper = pt.spread_bounds(noisy)
+    assert upper == pytest.approx(1.4623, abs=2e-3) and lower == pytest.approx(0.7523, abs=2e-3)
+    base = samples(1.0)
+    v = pt.judge("b", info(base), info(samples(1.40, seed=1)), history=noisy)
+    assert v.limit == pytest.approx(upper, rel=0.03) and v.verdict == pt.OK and "run-to-run spread" in v.note
+    assert pt.judge("b", info(base), info(samples(1.40, seed=1))).verdict == pt.REGRESSION  # no history: 15 %
+    assert pt.judge("b", info(base), info(samples(1.60, seed=2)), history=noisy).verdict == pt.REGRESSION
+    quiet = [1.0, 1.01, 0.995, 1.005, 1.0]  # a steady benchmark keeps the threshold as its limit
+    v = pt.judge("b", info(base), info(samples(1.25, seed=1)), history=quiet)
+    assert v.limit == pytest.approx(1 + pt.DEFAULT_THRESHOLD) and v.verdict == pt.REGRESSION
+
+
+def test_history_values_match_reference_and_clock():
+    def run(value, timer="time.process_time"):
+        return [{"fullname": "t", "extra_info": {pt.TRACKER_KEY: info([value] * 3, timer=timer)}}]
+
+    now = info([1.0])
+    assert pt.history_values([run(1.0), run(1.3, timer="time.perf_counter"), run(1.1), []], "t", now) == [1.0, 1.1]
+    def bench(center, seed):
+        return [{"fullname": "t", "extra_info": {pt.TRACKER_KEY: info(samples(center, seed=seed))}}]
+
+    noisy = [run(v) for v in (1.0, 1.1, 1.0, 1.1, 1.0, 1.1)]
+    verdicts = pt.compare(bench(1.0, 0), bench(1.4, 1), history=noisy)
+    assert verdicts[0].limit == pytest.approx(pt.spread_bounds([1.0, 1.1] * 3)[1] / verdicts[0].baseline)
+    assert verdicts[0].verdict == pt.OK
+    # 2 saved runs are too few to measure the spread: the threshold decides
+    assert pt.compare(bench(1.0, 0), bench(1.4, 1), history=noisy[-2:])[0].verdict == pt.REGRESSION
+
+
 def test_faster_is_improved_and_missing_data_is_reported():
     assert pt.judge("b", info(samples(1.5)), info(samples(1.0, seed=1))).verdict == pt.IMPROVED
     assert pt.judge("b", None, info(samples(1.0))).verdict == pt.NEW
@@ -88,7 +122,7 @@ def test_compare_matches_fullnames_and_formats_a_table():
     text = pt.format_table(verdicts, source="0001.json", reference_change=1.8)
     lines = text.splitlines()
     assert "baseline 0001.json" in lines[0] and "1.80x" in lines[1]
-    assert lines[2].split() == ["benchmark", "baseline", "now", "ratio", "p", "verdict"]
+    assert lines[2].split() == ["benchmark", "baseline", "now", "ratio", "limit", "p", "verdict"]
     assert lines[3].startswith("bench_zoo::test_b") and lines[3].endswith("REGRESSION")  # regressions first
     assert lines[-1] == "1 regression(s) in 3 benchmark(s)"
 
