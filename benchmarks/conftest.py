@@ -10,8 +10,9 @@
 - ``machine_info`` of every saved run gets torch / CUDA / cuDNN versions, the device name and the thread count.
 - Latency tracking (``perf_tracker.py``, docs/perf.md): benchmarks time their step interleaved with a reference
   through the ``track`` fixture; ``--perf-check`` (on in ``tox -e perf``) compares the run with the baseline that
-  ``--benchmark-compare`` loaded, prints a short table and fails the session only on a real regression
-  (``--perf-threshold``, ``--perf-alpha``; ``EQUIBENCH_BENCH_BUDGET_S`` = clock seconds per benchmark).
+  ``--benchmark-compare`` loaded, using the saved runs up to it as the run-to-run history, prints a short table
+  and fails the session only on a real regression (``--perf-threshold``, ``--perf-alpha``;
+  ``EQUIBENCH_BENCH_BUDGET_S`` = clock seconds per benchmark; ``EQUIBENCH_BENCH_FLOPS=1`` records FLOPs).
 """
 
 from __future__ import annotations

@@ -24,7 +24,9 @@ that benchmark, **and** outside the spread of its rounds:
 - rounds: a one-sided Mann-Whitney U test of the current per-round ratios against the baseline's gives
   ``p < alpha`` (default 0.001), so a median that the rounds' own scatter explains does not count.
 
-With fewer than ``MIN_HISTORY`` saved runs (a new machine) the threshold and the rank test decide alone.
+With fewer than ``MIN_HISTORY`` saved runs (a new machine) the benchmark's spread is unknown: a rise beyond the
+threshold is listed as ``unconfirmed`` and does not fail the run unless it exceeds ``COLD_THRESHOLD`` (50 %,
+above the largest drift of unchanged code measured, 35 %).
 
 Offline: ``python benchmarks/perf_tracker.py BASELINE.json CURRENT.json [--history EARLIER.json ...]`` prints the
 table and exits 1 on a regression (the files pytest-benchmark saved under ``.benchmarks/``).
@@ -47,11 +49,13 @@ VERSION = 1
 DEFAULT_THRESHOLD = 0.15       # relative rise of the relative time that counts (docs/perf.md: measured drift)
 DEFAULT_ALPHA = 1e-3           # one-sided Mann-Whitney U level
 HISTORY_RUNS = 10              # saved runs (up to the baseline) that measure a benchmark's run-to-run spread
-MIN_HISTORY = 3                # fewer saved runs: threshold and rank test alone
+MIN_HISTORY = 3                # fewer saved runs: the spread is unknown and COLD_THRESHOLD applies
+COLD_THRESHOLD = 0.5           # rise that fails without a measured spread (drift of unchanged code: up to 35 %)
 MIN_ROUNDS, MAX_ROUNDS = 10, 200
 DEFAULT_BUDGET_S = 0.25        # clock seconds per benchmark (target + reference), spread over the rounds
 
-REGRESSION, IMPROVED, OK, NEW, UNTRACKED = "REGRESSION", "improved", "ok", "new", "untracked"
+REGRESSION, IMPROVED, UNCONFIRMED, OK, NEW, UNTRACKED = (
+    "REGRESSION", "improved", "unconfirmed", "ok", "new", "untracked")
 
 
 # -- measurement --------------------------------------------------------------------------------------------
@@ -119,7 +123,7 @@ def interleaved(benchmark: Any, target: Callable[[], Any], reference: Callable[[
 @dataclass(frozen=True)
 class Verdict:
     name: str
-    verdict: str                  # REGRESSION | improved | ok | new | untracked
+    verdict: str                  # REGRESSION | improved | unconfirmed | ok | new | untracked
     baseline: float | None        # relative time (median per-round ratio to the reference)
     now: float | None
     change: float | None          # now / baseline
@@ -166,8 +170,11 @@ def judge(name: str, baseline: Mapping[str, Any] | None, now: Mapping[str, Any] 
     base_rel = float(statistics.median(baseline["ratios"]))
     change = now_rel / base_rel
     bounds = spread_bounds(history, alpha)
-    limit = max(1 + threshold, bounds[1] / base_rel) if bounds else 1 + threshold
-    floor = min(1 / (1 + threshold), bounds[0] / base_rel) if bounds else 1 / (1 + threshold)
+    if bounds:
+        limit, floor = max(1 + threshold, bounds[1] / base_rel), min(1 / (1 + threshold), bounds[0] / base_rel)
+    else:
+        limit = 1 + max(threshold, COLD_THRESHOLD)
+        floor = 1 / limit
     p_slower = float(mannwhitneyu(now["ratios"], baseline["ratios"], alternative="greater").pvalue)
     p_faster = float(mannwhitneyu(now["ratios"], baseline["ratios"], alternative="less").pvalue)
     if change > limit and p_slower < alpha:
@@ -176,6 +183,9 @@ def judge(name: str, baseline: Mapping[str, Any] | None, now: Mapping[str, Any] 
         verdict, note = IMPROVED, ""
     elif change > limit or change < floor:
         verdict, note = OK, "beyond the limit but within the rounds' spread"
+    elif change > 1 + threshold and not bounds and p_slower < alpha:
+        verdict = UNCONFIRMED
+        note = f"beyond the threshold; the run-to-run spread needs {MIN_HISTORY} saved runs"
     elif change > 1 + threshold:
         verdict, note = OK, "beyond the threshold but within the run-to-run spread"
     else:
@@ -232,7 +242,7 @@ def format_table(verdicts: Sequence[Verdict], threshold: float = DEFAULT_THRESHO
     """The short table: benchmark, baseline and now (time relative to the reference), ratio, its limit, p,
     verdict."""
     rows = [("benchmark", "baseline", "now", "ratio", "limit", "p", "verdict")]
-    order = {REGRESSION: 0, IMPROVED: 1, NEW: 2, UNTRACKED: 3, OK: 4}
+    order = {REGRESSION: 0, UNCONFIRMED: 1, IMPROVED: 2, NEW: 3, UNTRACKED: 4, OK: 5}
     for v in sorted(verdicts, key=lambda v: (order[v.verdict], v.name)):
         verdict = v.verdict + (f" ({v.note})" if v.note else "")
         rows.append((short_name(v.name), _fmt(v.baseline, ".3f"), _fmt(v.now, ".3f"), _fmt(v.change, ".2f"),
@@ -246,7 +256,9 @@ def format_table(verdicts: Sequence[Verdict], threshold: float = DEFAULT_THRESHO
             + (f"; baseline {source}" if source else "")]
     if history_runs is not None:
         head.append(f"run-to-run spread: {history_runs} saved run(s) up to the baseline"
-                    + ("" if history_runs >= MIN_HISTORY else f" (below {MIN_HISTORY}: the threshold alone decides)"))
+                    + ("" if history_runs >= MIN_HISTORY else
+                       f" (below {MIN_HISTORY}: the spread is unknown; rises beyond {threshold:.0%} are 'unconfirmed' "
+                       f"and only rises beyond {max(threshold, COLD_THRESHOLD):.0%} fail)"))
     if reference_change is not None:
         head.append(f"reference workloads now / baseline (machine speed and load, cancelled by the ratios): "
                     f"median {reference_change:.2f}x")
