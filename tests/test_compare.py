@@ -291,3 +291,15 @@ def test_spread_rule_known_answers(tmp_path):
     assert compare_cli(a, near)[0] == 0 and compare_cli(a, far)[0] == 1
     same = headline(same_seeds)
     assert set(same["verdict"]) == {CHANGED} and same["p_adjusted"].isna().all()
+
+
+def test_equibench_compare_command(runs, run_cli, tmp_path):
+    """The subcommand as users call it (bench/cli.py wiring): exit codes 0 / 1 / 2."""
+    assert run_cli("compare", runs["s0"], runs["s0"]).returncode == 0
+    edited = tmp_path / "edited"
+    _edited_copy(runs["s0"], edited, "headline", "acc_upright_pct", 1.5)
+    res = run_cli("compare", runs["s0"], edited, "--json", tmp_path / "c.json")
+    assert res.returncode == 1 and "acc_upright_pct" in res.stdout
+    assert json.loads((tmp_path / "c.json").read_text())["counts"]["changed"] == 1
+    res = run_cli("compare", runs["s0"], tmp_path / "nothing")
+    assert res.returncode == 2 and "does not exist" in res.stderr
