@@ -14,7 +14,7 @@ import os
 import pytest
 import torch
 
-from bench.cost.timing import fixed_threads, synchronize
+from bench.cost.timing import fixed_threads
 from gmr.perf import FULL_GRID, make_layers, step_fn
 
 if os.environ.get("GMR_BENCH_GRID") == "full":
@@ -34,25 +34,23 @@ KINDS = {"ours": ("ours", "auto"), "ours_dense": ("ours", "dense"), "official": 
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("k,channels,size", POINTS)
-def test_gmr_layer(benchmark, device, threads, kind, mode, k, channels, size):
-    """``device``/``threads`` come from benchmarks/conftest.py (EQUIBENCH_BENCH_DEVICE / _THREADS)."""
+def test_gmr_layer(benchmark, track, device, threads, kind, mode, k, channels, size):
+    """``device``/``threads`` come from benchmarks/conftest.py (EQUIBENCH_BENCH_DEVICE / _THREADS); ``track``
+    times the step interleaved with an nn.Conv2d of the same shape (the regression check's reference)."""
     torch.manual_seed(0)
     base, impl = KINDS[kind]
     layer = make_layers(base, channels, k, str(device), impl=impl)
     x = torch.randn(BATCH, channels, size, size, device=device)
     step = step_fn(layer, x, mode)
-
-    def timed():
-        out = step()
-        synchronize(device)
-        return out
+    reference = step_fn(make_layers("conv2d", channels, k, str(device)), x, mode)
 
     benchmark.group = f"{mode}-k{k}-C{channels}-{size}"
     benchmark.extra_info.update(kind=kind, mode=mode, kernel_size=k, channels=channels, size=size, batch=BATCH,
                                 threads=threads, device=str(device))
     with fixed_threads(threads):
         step()  # warm-up (builds the eval-mode kernel cache)
-        out = benchmark(timed)
+        reference()
+        out = track(benchmark, step, reference, f"nn.Conv2d({channels},{channels},{k}) {mode}")
     assert out.shape == (BATCH, channels, size, size)
     assert torch.isfinite(out).all()
     if mode == "train":

@@ -8,6 +8,11 @@
   (torch threads, default 1), ``EQUIBENCH_BENCH_MODELS`` ("all", or a comma list; default: every layer model and
   the small networks; see bench_zoo.py).
 - ``machine_info`` of every saved run gets torch / CUDA / cuDNN versions, the device name and the thread count.
+- Latency tracking (``perf_tracker.py``, docs/perf.md): benchmarks time their step interleaved with a reference
+  through the ``track`` fixture; ``--perf-check`` (on in ``tox -e perf``) compares the run with the baseline that
+  ``--benchmark-compare`` loaded, using the saved runs up to it as the run-to-run history, prints a short table
+  and fails the session only on a real regression (``--perf-threshold``, ``--perf-alpha``;
+  ``EQUIBENCH_BENCH_BUDGET_S`` = clock seconds per benchmark; ``EQUIBENCH_BENCH_FLOPS=1`` records FLOPs).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import perf_tracker
 import pytest
 import torch
 
@@ -33,6 +39,22 @@ def bench_device() -> torch.device:
 
 def bench_threads() -> int:
     return max(1, int(os.environ.get("EQUIBENCH_BENCH_THREADS", "1")))
+
+
+def bench_budget_s() -> float:
+    return float(os.environ.get("EQUIBENCH_BENCH_BUDGET_S", perf_tracker.DEFAULT_BUDGET_S))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("equibench latency tracking")
+    group.addoption("--perf-check", action="store_true",
+                    help="compare with the --benchmark-compare baseline using the interleaved-reference rule "
+                         "(benchmarks/perf_tracker.py) and fail only on a regression")
+    group.addoption("--perf-threshold", type=float, default=perf_tracker.DEFAULT_THRESHOLD,
+                    help="relative rise of the time relative to the reference that can count as a regression "
+                         "(default %(default)s)")
+    group.addoption("--perf-alpha", type=float, default=perf_tracker.DEFAULT_ALPHA,
+                    help="one-sided Mann-Whitney U level over the per-round ratios (default %(default)s)")
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Module | None:
@@ -101,6 +123,69 @@ def zoo_model():
         return value
 
     return get
+
+
+@pytest.fixture
+def track(request: pytest.FixtureRequest, device: torch.device):
+    """`track(benchmark, step, reference, reference_name)`: time `step` with `benchmark`, each round preceded by
+    one call of `reference` with the same clock (perf_tracker.interleaved). Both must be warmed up."""
+    from pytest_benchmark.utils import load_timer
+
+    from bench.cost.timing import synchronize
+
+    timer_name = str(request.config.getoption("benchmark_timer"))
+    timer = load_timer(timer_name).target  # the clock pytest-benchmark times the target with
+
+    def run(benchmark: Any, step: Any, reference: Any, reference_name: str) -> Any:
+        return perf_tracker.interleaved(benchmark, step, reference, reference_name, timer, timer_name,
+                                        budget_s=bench_budget_s(), sync=lambda: synchronize(device))
+
+    return run
+
+
+def _benchmark_session(config: pytest.Config) -> Any:
+    return getattr(config, "_benchmarksession", None)  # pytest-benchmark's session object
+
+
+def saved_runs_until(bs: Any, baseline_path: Any) -> list[list[dict[str, Any]]]:
+    """Benchmarks of the last HISTORY_RUNS saved runs of this machine up to and including the baseline, oldest
+    first (the current run, saved already, comes after the baseline and is left out)."""
+    runs: list[list[dict[str, Any]]] = []
+    for path, data in bs.storage.load():
+        runs.append(list(data.get("benchmarks") or []))
+        if str(path) == str(baseline_path):
+            return runs[-perf_tracker.HISTORY_RUNS:]
+    return [list(bs.compared_mapping[baseline_path].values())]  # a baseline outside the storage: itself only
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """--perf-check: verdicts against the baseline; a regression turns a passing session into exit code 1."""
+    config = session.config
+    bs = _benchmark_session(config)
+    if not config.getoption("perf_check") or bs is None or bs.disabled:
+        return
+    current = [b.as_dict(include_data=False) for b in bs.benchmarks if b and not b.has_error]
+    if not bs.compared_mapping:
+        config._perf_report = ("latency tracking: no baseline to compare with (first run?); this run is saved and "  # type: ignore[attr-defined]
+                               "becomes the baseline when autosave/save is on")
+        return
+    path, mapping = sorted(bs.compared_mapping.items(), key=lambda kv: str(kv[0]))[-1]
+    threshold, alpha = config.getoption("perf_threshold"), config.getoption("perf_alpha")
+    baseline = list(mapping.values())
+    history = saved_runs_until(bs, path)
+    verdicts = perf_tracker.compare(baseline, current, threshold, alpha, history)
+    config._perf_report = perf_tracker.format_table(  # type: ignore[attr-defined]
+        verdicts, threshold, alpha, source=str(path), reference_change=perf_tracker.reference_change(baseline, current),
+        history_runs=len(history))
+    if perf_tracker.regressions(verdicts) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    report = getattr(terminalreporter.config, "_perf_report", None)
+    if report:
+        terminalreporter.write_sep("-", "latency tracking (benchmarks/perf_tracker.py)")
+        terminalreporter.write_line(report)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
