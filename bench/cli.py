@@ -26,7 +26,7 @@ from bench.schema import OK, PROFILE_FILE
 
 DEFAULT_OUT = Path("out")
 # sub-commands implemented in their own modules: each has add_parser(subparsers) and run(args) -> exit code
-COMMAND_MODULES = {"check": "bench.check_cli"}
+COMMAND_MODULES = {"check": "bench.check_cli", "compare": "bench.compare_cli"}
 LISTABLE = ("models", "datasets", "profiles", "protocols")
 
 

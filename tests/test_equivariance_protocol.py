@@ -249,3 +249,18 @@ def test_trained_networks_are_measured_on_the_images_they_were_trained_on(tmp_pa
     job = make_job("equivariance", "cnn", "mnist", 0, weights=["init"], **settings)
     assert eq.geometry(job, eq.EquivarianceProtocol().settings_of(job), ctx) == (1, 10, 29)
     assert eq.geometry(job, eq.EquivarianceProtocol().settings_of(job), ctx, {"pad_to_odd": False}) == (1, 10, 28)
+
+
+def test_gmr_paths_are_not_chosen_by_timing_during_a_measurement(tmp_path, monkeypatch):
+    """impl="auto" may time its paths (gmr.autotune); inside the protocol it must use the deterministic cost
+    model, so the measured error cannot depend on machine load. Autotuning is switched back on afterwards."""
+    from gmr import autotune
+
+    monkeypatch.setattr(autotune, "STATE", autotune.AutotuneState(enabled=True))
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("gmr.autotune timed its paths inside the equivariance protocol")
+
+    monkeypatch.setattr(autotune, "time_paths", no_timing)
+    rows = measure("gmr", tmp_path, angles=(0, 45))
+    assert err(rows, 45) > 0 and autotune.autotune_enabled()

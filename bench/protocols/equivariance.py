@@ -547,7 +547,7 @@ class EquivarianceProtocol(Protocol):
     # -- running ------------------------------------------------------------------------------------------
     def run(self, job: Job, ctx: RunContext) -> list[dict[str, Any]]:
         from bench.diagnose.subject import default_dtype
-        from bench.training import load_trained, read_checkpoint
+        from bench.training import deterministic, load_trained, read_checkpoint
 
         s: EquivarianceSettings = self.settings_of(job)
         checkpoint = trained_checkpoint(job, ctx) if "trained" in s.weights else None
@@ -558,8 +558,9 @@ class EquivarianceProtocol(Protocol):
         channels, classes, size = geometry(job, s, ctx, dataset_kwargs)
         x = make_inputs(job, ctx, s, channels, size, dataset_kwargs)
         rows: list[dict[str, Any]] = []
-        # e2cnn allocates its filters with the default dtype: build and run every model in the job's dtype
-        with default_dtype(ctx.dtype):
+        # e2cnn allocates its filters with the default dtype: build and run every model in the job's dtype;
+        # deterministic(): GMR's impl="auto" must not pick its path by timing here (the numbers would depend on load)
+        with default_dtype(ctx.dtype), deterministic(job.seed, ctx.device):
             for weights in s.weights:
                 extra: dict[str, Any] = {"weights": weights}
                 if weights == "init":
