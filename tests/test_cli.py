@@ -82,7 +82,7 @@ def test_missing_dataset_exits_2_naming_the_files(run_cli, tmp_path):
 def test_list_protocols_describes_each(run_cli):
     res = run_cli("list", "protocols")
     lines = res.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == ["accuracy", "efficiency", "equivariance"]
+    assert [line.split()[0] for line in lines] == ["accuracy", "data_efficiency", "efficiency", "equivariance"]
     assert all(len(line.split()) > 3 for line in lines)
 
 
