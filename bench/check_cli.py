@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from bench.errors import MissingDependencyError, UsageError
-from bench.rotation import METHODS
+from bench.rotation import DEFAULT_METHOD, METHODS
 
 NUM_CLASSES = 10
 LAYER_SIZE = 33  # the equivariance protocol's input side for layers (odd: the rotation centre is a pixel)
@@ -50,7 +50,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--angles", default=DEFAULT_ANGLES,
                    help=f"continuous angles in degrees, 'start:stop:step' and/or comma list (default {DEFAULT_ANGLES}"
                         "); 'none' skips them")
-    p.add_argument("--rotation", default="bicubic", help=f"interpolation for those angles: {' | '.join(METHODS)}")
+    p.add_argument("--rotation", default=DEFAULT_METHOD, help=f"interpolation for those angles: {' | '.join(METHODS)}")
     p.add_argument("--dtype", default="float64", choices=tuple(DTYPES), help="computation dtype (default float64)")
     p.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and the inputs")
     p.add_argument("--json", type=Path, help="write the diagnosis as JSON (schema in docs/check.md)")

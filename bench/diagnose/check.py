@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from bench.errors import UsageError
-from bench.rotation import bandlimited_images, check_method, parse_angles
+from bench.rotation import DEFAULT_METHOD, bandlimited_images, check_method, parse_angles
 
 from . import grid
 from .angles import AngleResult, angle_errors, lie_derivative
@@ -320,13 +320,13 @@ def _device(subject: Subject) -> torch.device:
 # the diagnosis
 # ------------------------------------------------------------------------------------------------------------
 def check(model: nn.Module, input_shape: Sequence[int] | str, *, angles: object = DEFAULT_ANGLES,
-          rotation: str = "bicubic", dtype: torch.dtype | str = torch.float64, seed: int = 0,
+          rotation: str = DEFAULT_METHOD, dtype: torch.dtype | str = torch.float64, seed: int = 0,
           sizes: Sequence[int] | str | None = None, images: int = 2, target: str | None = None,
           device: torch.device | str | None = None) -> CheckResult:
     """Diagnose the equivariance of `model` on inputs of shape `input_shape` (C, H, W).
 
     angles: degrees for the continuous-angle part (bench.rotation.parse_angles syntax); None or [] skips it.
-    rotation: interpolation for those angles (nearest | bilinear | bicubic | fourier).
+    rotation: interpolation for those angles (bench.rotation.METHODS; default: the protocols' DEFAULT_METHOD).
     dtype: float64 (default; round-off ~1e-15) or float32. The model is copied; the original is not touched.
     sizes: input sides to scan for exactness ('A:B' inclusive, or a list); None skips the scan.
     images: random images per element / angle (any one image detects a broken grid symmetry).
