@@ -2,7 +2,7 @@
 
 The diagnosed model is the zoo's `resnet18` (torchvision ResNet-18 with the small-input stem, 11.2M parameters) on
 3x32x32 inputs: the 7 grid elements in one traced pass (every module's error, op geometry, causes), 36 angles
-(0:350:10, bicubic) with floors, and the Lie derivative, in float64 (the default), 2 images, 2 threads. In the
+(0:350:10, the default rotation) with floors, and the Lie derivative, in float64 (the default), 2 images, 2 threads. In the
 plain test run (benchmarks disabled) the body runs once on a tiny input as a correctness check. Measured figures
 are in docs/check.md.
 """

@@ -170,7 +170,7 @@ def headline_section(t: Mapping[str, pd.DataFrame]) -> Section | None:
         if rows["de_examples"].notna().any():
             bits.append(f"Data efficiency: training examples per class to reach {fmt.sig(rows['de_target_pct'].max())} % "
                         f"on {', '.join(sorted(rows['de_dataset'].dropna().unique()))} (the smallest size measured when "
-                        "that already reaches it; see Data efficiency).")
+                        "that already reaches it; — when no size measured reaches it; see Data efficiency).")
         if rows["eq_feature"].notna().any():
             feats = ", ".join(sorted(rows["eq_feature"].dropna().unique()))
             weights = ", ".join(sorted(rows["eq_weights"].dropna().unique()))
