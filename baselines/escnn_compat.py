@@ -207,8 +207,33 @@ def install_escnn_memo() -> None:
     for name in ("_clebsh_gordan_tensor", "_find_tensor_decomposition"):
         fn = getattr(cg, name, None)
         if fn is not None and not getattr(fn, "_equibench_memo", False):
-            setattr(cg, name, memo(seeded(getattr(fn, "func", fn))))
+            solver = seeded(getattr(fn, "func", fn))
+            if name == "_find_tensor_decomposition":
+                solver = with_enough_irreps(solver)
+            setattr(cg, name, memo(solver))
     _ESCNN_MEMO_INSTALLED = True
+
+
+def with_enough_irreps(fn: Any) -> Any:
+    """escnn's tensor-product decomposition `fn(J, l, group_class, **group_keys)`, after instantiating every irrep of
+    a continuous group up to the sum of J's and l's frequencies.
+
+    escnn decomposes J x l over the irreps the group has *instantiated so far*, and raises InsufficientIrrepsException
+    when those do not cover it: building `o2` first in a fresh process failed (its disk cache hid this whenever an
+    earlier process had filled it). The irreps of J x l have frequencies up to freq(J) + freq(l), so instantiating
+    those makes the answer (which is unique) independent of what the process built before."""
+
+    @functools.wraps(fn)
+    def wrapper(J, l, group_class, **group_keys):  # noqa: E741 (escnn's names)
+        import escnn.group
+
+        group = escnn.group.groups_dict[group_class]._generator(**group_keys)
+        if getattr(group, "continuous", False) and hasattr(group, "bl_irreps"):
+            for irrep_id in group.bl_irreps(int(J[-1]) + int(l[-1])):
+                group.irrep(*irrep_id)
+        return fn(J, l, group_class, **group_keys)
+
+    return wrapper
 
 
 def seeded(fn: Any) -> Any:

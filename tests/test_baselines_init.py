@@ -152,23 +152,36 @@ def test_escnn_clebsch_gordan_solution_is_a_function_of_its_arguments_not_of_num
     np.random.set_state(state)
 
 
-def test_d4_is_the_same_function_in_every_process(tmp_path):
-    """Same torch seed, different numpy states, cold escnn caches: identical logits (d4 logits differed by 2-10 %
-    between installations when escnn's basis came from an unseeded, disk-cached solve)."""
+def _fresh_process_build(names: tuple[str, ...], numpy_seed: int, cache: str) -> str:
+    """Build `names` in a new process with an empty escnn disk cache (as a fresh installation has)."""
     import subprocess
     import sys
 
-    # each process gets an empty escnn disk cache (as a fresh installation has), so no earlier run decides
     script = ("import sys, joblib, numpy as np\n"
               "memory = joblib.Memory; joblib.Memory = lambda location, **kw: memory(sys.argv[2], **kw)\n"
               "np.random.seed(int(sys.argv[1])); import torch\n"
               "from bench.models import create_model\n"
-              "for name in ('d4',):\n"
+              "for name in sys.argv[3:]:\n"
               "    torch.manual_seed(0); m = create_model(name, in_channels=1, num_classes=10, width=0.25).eval()\n"
               "    torch.manual_seed(1); x = torch.randn(2, 1, 29, 29)\n"
               "    with torch.no_grad(): print(name, repr(m(x).double().sum().item()))\n")
-    outs = [subprocess.run([sys.executable, "-c", script, str(seed), str(tmp_path / f"cache{seed}")],
-                           capture_output=True, text=True, timeout=300, check=True).stdout for seed in (1, 2)]
+    res = subprocess.run([sys.executable, "-c", script, str(numpy_seed), cache, *names], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout
+
+
+def test_o2_builds_first_in_a_fresh_process(tmp_path):
+    """escnn decomposes tensor products over the irreps instantiated so far: `o2` as the first model of a process
+    with an empty escnn cache raised InsufficientIrrepsException until `with_enough_irreps`."""
+    out = _fresh_process_build(("o2",), 0, str(tmp_path / "cache"))
+    assert [line.split()[0] for line in out.splitlines() if line.startswith("o2 ")] == ["o2"]
+
+
+def test_d4_is_the_same_function_in_every_process(tmp_path):
+    """Same torch seed, different numpy states, cold escnn caches: identical logits (d4 logits differed by 2-10 %
+    between installations when escnn's basis came from an unseeded, disk-cached solve)."""
+    outs = [_fresh_process_build(("d4",), seed, str(tmp_path / f"cache{seed}")) for seed in (1, 2)]
     assert (tmp_path / "cache1").is_dir()  # escnn used the empty cache
     logits = [[line for line in out.splitlines() if line.startswith("d4 ")] for out in outs]
     assert logits[0] == logits[1] and len(logits[0]) == 1
