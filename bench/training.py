@@ -80,6 +80,20 @@ def _deterministic_kernels(device: torch.device | str) -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev_cudnn
 
 
+def with_upright(angles: list[float]) -> list[float]:
+    """The angles to evaluate: `angles`, plus 0 when none of them is upright (the upright accuracy is always
+    reported)."""
+    return angles if any(round(a % 360.0, 9) == 0.0 for a in angles) else [0.0, *angles]
+
+
+def load_splits(name: str, ctx: Any, dataset_kwargs: dict[str, Any]) -> tuple[Dataset, Dataset]:
+    """The train and test splits of dataset `name` as a job of run context `ctx` loads them."""
+    from bench.datasets import create_dataset
+
+    return tuple(create_dataset(name, split, data_dir=ctx.data_dir, download=ctx.download, **dataset_kwargs)
+                 for split in ("train", "test"))  # type: ignore[return-value]
+
+
 def fixed_subset(dataset: Dataset, limit: int | None, seed: int = 0) -> Dataset:
     """The same `limit` examples every run (a fixed permutation, independent of the run seed)."""
     n = len(dataset)  # type: ignore[arg-type]

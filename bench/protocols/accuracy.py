@@ -244,25 +244,23 @@ class AccuracyProtocol(Protocol):
     def run(self, job: Job, ctx: RunContext) -> list[dict[str, Any]]:
         import torch
 
-        from bench.datasets import create_dataset
         from bench.models import create_model
         from bench.training import (
             deterministic,
             evaluate_rotations,
             fixed_subset,
+            load_splits,
             save_checkpoint,
             train_model,
+            with_upright,
         )
 
         if job.dataset is None:
             raise UsageError("the accuracy protocol needs a dataset")
         s: AccuracySettings = self.settings_of(job)
         angles = parse_angles(s.angles)
-        eval_angles = angles if any(round(a % 360.0, 9) == 0.0 for a in angles) else [0.0, *angles]
-        train_set = create_dataset(job.dataset, "train", data_dir=ctx.data_dir, download=ctx.download,
-                                   **s.dataset_kwargs)
-        test_set = create_dataset(job.dataset, "test", data_dir=ctx.data_dir, download=ctx.download,
-                                  **s.dataset_kwargs)
+        eval_angles = with_upright(angles)
+        train_set, test_set = load_splits(job.dataset, ctx, s.dataset_kwargs)
         info = getattr(train_set, "info", None)
         in_channels = info.in_channels if info is not None else int(train_set[0][0].shape[0])
         num_classes = info.num_classes if info is not None and info.num_classes else None

@@ -169,19 +169,23 @@ class DataEfficiencyProtocol(Protocol):
             feasible_sizes,
             stratified_subset,
         )
-        from bench.datasets import create_dataset
         from bench.models import create_model
-        from bench.training import deterministic, evaluate_rotations, fixed_subset, train_model
+        from bench.training import (
+            deterministic,
+            evaluate_rotations,
+            fixed_subset,
+            load_splits,
+            train_model,
+            with_upright,
+        )
 
         if job.dataset is None:
             raise UsageError("the data_efficiency protocol needs a dataset")
         s: DataEfficiencySettings = self.settings_of(job)
         angles = parse_angles(s.angles)
-        eval_angles = angles if any(round(a % 360.0, 9) == 0.0 for a in angles) else [0.0, *angles]
-        train_set = create_dataset(job.dataset, "train", data_dir=ctx.data_dir, download=ctx.download,
-                                   **s.dataset_kwargs)
-        test_set = fixed_subset(create_dataset(job.dataset, "test", data_dir=ctx.data_dir, download=ctx.download,
-                                               **s.dataset_kwargs), s.test_limit)
+        eval_angles = with_upright(angles)
+        train_set, test_set = load_splits(job.dataset, ctx, s.dataset_kwargs)
+        test_set = fixed_subset(test_set, s.test_limit)
         labels = dataset_labels(train_set)
         info = getattr(train_set, "info", None)
         in_channels = info.in_channels if info is not None else int(train_set[0][0].shape[0])
