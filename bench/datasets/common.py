@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bench.errors import UsageError
+from bench.rotation import disk_mask
 
 
 class DataNotFoundError(UsageError):
@@ -118,3 +119,23 @@ def download_atomically(root: Path, fetch: Callable[[Path], None], keep: Sequenc
             os.replace(tmp / rel, dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def normalised_in_disk(images: torch.Tensor, info: Any) -> torch.Tensor:
+    """Embedded images (N, 1, S, S) normalised with `info`'s mean/std, zero outside the inscribed disk (so the
+    grid's rotations and flips act on them exactly)."""
+    mask = disk_mask(images.shape[-1]).to(images.dtype)
+    return (((images - info.mean[0]) / info.std[0]) * mask).contiguous()
+
+
+def embedded_split(name: str, split: str, options: dict[str, Any],
+                   tensors: Callable[[str], tuple[torch.Tensor, torch.Tensor]]) -> TensorImageDataset:
+    """A split of an embedded dataset (no files, no options) from its cached `tensors(split)`."""
+    from bench.datasets import DATASETS, check_split
+
+    if options:
+        raise UsageError(f"dataset {name!r} takes no options, got {', '.join(sorted(options))}")
+    info = DATASETS.entry(name).meta["info"]
+    check_split(name, split, info.splits)
+    images, labels = tensors(split)
+    return TensorImageDataset(images, labels, info)

@@ -23,9 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bench.datasets import DATASETS, check_split, register_dataset
-from bench.datasets.common import TensorImageDataset
-from bench.errors import UsageError
+from bench.datasets import DATASETS, register_dataset
+from bench.datasets.common import TensorImageDataset, embedded_split, normalised_in_disk
 from bench.rotation import disk_mask
 
 IMAGE_SIZE = 29
@@ -74,17 +73,9 @@ def tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = _raw_images()
     train_idx, test_idx = split_indices()
     idx = train_idx if split == "train" else test_idx
-    info = DATASETS.entry("rotdigits").meta["info"]
-    mask = disk_mask(IMAGE_SIZE).to(x.dtype)
-    out = ((x[idx] - info.mean[0]) / info.std[0]) * mask
-    return out.contiguous(), y[idx].clone()
+    return normalised_in_disk(x[idx], DATASETS.entry("rotdigits").meta["info"]), y[idx].clone()
 
 
 @register_dataset("rotdigits")
 def rotdigits(split: str, data_dir: Path | None = None, download: bool = False, **kw: Any) -> TensorImageDataset:
-    if kw:
-        raise UsageError(f"dataset 'rotdigits' takes no options, got {', '.join(sorted(kw))}")
-    info = DATASETS.entry("rotdigits").meta["info"]
-    check_split("rotdigits", split, info.splits)
-    images, labels = tensors(split)
-    return TensorImageDataset(images, labels, info)
+    return embedded_split("rotdigits", split, kw, tensors)

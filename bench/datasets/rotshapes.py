@@ -34,8 +34,8 @@ from typing import Any, NamedTuple
 import torch
 
 from bench.cost.timing import fixed_threads
-from bench.datasets import DATASETS, check_split, register_dataset
-from bench.datasets.common import TensorImageDataset
+from bench.datasets import DATASETS, register_dataset
+from bench.datasets.common import TensorImageDataset, embedded_split, normalised_in_disk
 from bench.errors import UsageError
 from bench.rotation import disk_mask
 
@@ -283,16 +283,9 @@ def disk_stats() -> tuple[float, float]:
 def tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised (N, 1, 29, 29) images and labels of a split (cached; treat as read-only)."""
     raw = generate(split)
-    info = DATASETS.entry("rotshapes").meta["info"]
-    mask = disk_mask(IMAGE_SIZE).to(raw.images.dtype)
-    return (((raw.images - info.mean[0]) / info.std[0]) * mask).contiguous(), raw.labels.clone()
+    return normalised_in_disk(raw.images, DATASETS.entry("rotshapes").meta["info"]), raw.labels.clone()
 
 
 @register_dataset("rotshapes")
 def rotshapes(split: str, data_dir: Path | None = None, download: bool = False, **kw: Any) -> TensorImageDataset:
-    if kw:
-        raise UsageError(f"dataset 'rotshapes' takes no options, got {', '.join(sorted(kw))}")
-    info = DATASETS.entry("rotshapes").meta["info"]
-    check_split("rotshapes", split, info.splits)
-    images, labels = tensors(split)
-    return TensorImageDataset(images, labels, info)
+    return embedded_split("rotshapes", split, kw, tensors)
