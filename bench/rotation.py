@@ -135,7 +135,6 @@ def rotate_many(x: torch.Tensor, angles_deg: Sequence[float], method: str = DEFA
     f = fill_tensor(fill, x)
     base = torch.flip(x, dims=(-1,)) if reflect else x
     out = base.unsqueeze(0).repeat(len(angles_deg), *([1] * x.dim()))
-    coeffs = None
     by_turn: dict[int, list[tuple[int, float]]] = {}
     for i, a in enumerate(angles_deg):
         k, r = split_angle(float(a))
@@ -143,9 +142,8 @@ def rotate_many(x: torch.Tensor, angles_deg: Sequence[float], method: str = DEFA
             out[i] = torch.rot90(base, k, dims=(-2, -1))
         if r != 0.0:
             by_turn.setdefault(k, []).append((i, r))
+    coeffs = bspline_coefficients(base if f is None else base - f) if by_turn else None
     for k, pending in by_turn.items():
-        if coeffs is None:
-            coeffs = bspline_coefficients(base if f is None else base - f)
         idx = [i for i, _ in pending]
         thetas = torch.tensor([math.radians(r) for _, r in pending], dtype=x.dtype, device=x.device)
         turned = torch.rot90(coeffs, k, dims=(-2, -1)) if k else coeffs
